@@ -1,0 +1,131 @@
+"""The one TOML configuration file, validated on load. Every key has a working default."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from advisor.core import PowerModel
+from advisor.errors import AdvisorError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PowerSettings(_Section):
+    """Default power model for hosts that do not carry their own."""
+
+    idle_w: float = Field(150.0, ge=0, description="watts at 0% CPU")
+    max_w: float = Field(350.0, ge=0, description="watts at 100% CPU")
+    standby_w: float = Field(10.0, ge=0, description="watts in standby")
+    curve_w: list[float] = Field(
+        default_factory=list, description="piecewise-linear watts at evenly spaced utilisations"
+    )
+
+    @model_validator(mode="after")
+    def _max_above_idle(self) -> PowerSettings:
+        if not self.curve_w and self.max_w < self.idle_w:
+            raise ValueError("max_w must be at least idle_w")
+        return self
+
+    def model(self) -> PowerModel:
+        return PowerModel(self.idle_w, self.max_w, self.standby_w, tuple(self.curve_w))
+
+
+class SyntheticSettings(_Section):
+    """The embedded demo cluster: deterministic for a given seed."""
+
+    seed: int = 7
+    hosts: int = Field(40, ge=2, le=100_000)
+    vms: int = Field(400, ge=1, le=1_000_000)
+    days: int = Field(14, ge=1, le=90, description="days of history")
+    step_s: int = Field(300, ge=60, le=3600)
+    target_cpu_util: float = Field(0.45, gt=0, lt=1, description="mean host CPU utilisation")
+    maintenance_hosts: int = Field(1, ge=0)
+    affinity_groups: int = Field(2, ge=0)
+    anti_affinity_groups: int = Field(3, ge=0)
+    pinned_vms: int = Field(2, ge=0)
+
+
+class TraceSettings(_Section):
+    """Hosts synthesised for traces that have none (PlanetLab, Bitbrains, bare CSV)."""
+
+    host_cpu_cores: float = Field(32.0, gt=0)
+    host_mem_mib: float = Field(262_144.0, gt=0)
+    hosts: int = Field(0, ge=0, description="0: as many as first-fit needs, plus 10%")
+
+
+class CollectSettings(_Section):
+    source: Literal["synthetic", "planetlab", "bitbrains", "csv", "parquet"] = "synthetic"
+    paths: list[str] = Field(default_factory=list, description="trace files for a trace source")
+    inventory: str = Field("", description="cluster JSON for csv/parquet metrics; empty: synthesise hosts")
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    trace: TraceSettings = Field(default_factory=TraceSettings)
+
+
+class ForecastSettings(_Section):
+    model: Literal["quantile_gbm", "naive", "seasonal_naive"] = "quantile_gbm"
+    horizon_h: float = Field(24.0, gt=0, le=24 * 14, description="planning horizon")
+    season_h: float = Field(168.0, gt=0, description="season of the seasonal-naive baseline")
+    origin_every_h: float = Field(6.0, gt=0, description="spacing of training origins")
+    max_iter: int = Field(150, ge=10, le=5000, description="boosting iterations")
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    tracking_uri: str = Field("sqlite:///mlruns.db", description="MLflow tracking URI")
+    experiment: str = "advisor-forecast"
+    seed: int = 0
+
+
+class PlanSettings(_Section):
+    goal: Literal["consolidate", "balance"] = "consolidate"
+    cpu_headroom: float = Field(0.8, gt=0, le=1, description="max host CPU utilisation at forecast P95")
+    mem_headroom: float = Field(1.0, gt=0, le=1, description="max share of host memory VMs may reserve")
+    migration_cap: float = Field(0.5, ge=0, le=1, description="max share of VMs moved by one plan")
+    migration_cost_w: float = Field(2.0, ge=0, description="watts-equivalent charged per migration")
+    migration_cost_w_per_gib: float = Field(0.5, ge=0, description="watts-equivalent per GiB moved")
+    time_limit_s: float = Field(20.0, gt=0, description="CP-SAT time limit per cluster")
+    workers: int = Field(2, ge=1, le=64, description="CP-SAT search workers")
+    candidate_hosts: int = Field(8, ge=1, description="destinations the CP-SAT model considers per VM")
+    max_concurrent_per_host: int = Field(2, ge=1, description="migrations in flight per host and wave")
+    bandwidth_mibps: float = Field(1000.0, gt=0, description="migration bandwidth for cost predictions")
+    max_downtime_ms: float = Field(300.0, gt=0, description="downtime budget for cost predictions")
+
+
+class OutputSettings(_Section):
+    dir: str = "out"
+
+
+class Config(_Section):
+    collect: CollectSettings = Field(default_factory=CollectSettings)
+    forecast: ForecastSettings = Field(default_factory=ForecastSettings)
+    plan: PlanSettings = Field(default_factory=PlanSettings)
+    power: PowerSettings = Field(default_factory=PowerSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate `path`; `None` gives the defaults. Errors name the file and the key."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise AdvisorError(f"{p}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise AdvisorError(f"{p}: not valid TOML ({e})") from None
+    return parse_config(data, str(p))
+
+
+def parse_config(data: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise AdvisorError(f"{source}: {key}: {msg}{more}") from None

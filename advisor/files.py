@@ -1,0 +1,57 @@
+"""Reading and writing the files that pass between stages, with errors that name the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from advisor.core import Cluster, Forecast, Plan
+from advisor.errors import InputError
+
+CLUSTER_FILE = "cluster.json"
+METRICS_FILE = "metrics.parquet"
+FORECAST_FILE = "forecast.json"
+PLAN_FILE = "plan.json"
+DRYRUN_FILE = "dryrun.json"
+REPORT_FILE = "report.html"
+
+
+def _read_json(path: Path, hint: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file ({hint})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # never leave a half-written file for the next stage
+
+
+def read_cluster(path: Path) -> Cluster:
+    return Cluster.from_dict(_read_json(path, "run `advisor collect` first"), str(path))
+
+
+def write_cluster(path: Path, cluster: Cluster) -> None:
+    write_json(path, cluster.to_dict())
+
+
+def read_forecast(path: Path) -> Forecast:
+    return Forecast.from_dict(_read_json(path, "run `advisor forecast` first"), str(path))
+
+
+def write_forecast(path: Path, forecast: Forecast) -> None:
+    write_json(path, forecast.to_dict())
+
+
+def read_plan(path: Path) -> Plan:
+    return Plan.from_dict(_read_json(path, "run `advisor plan` first"), str(path))
+
+
+def write_plan(path: Path, plan: Plan) -> None:
+    write_json(path, plan.to_dict())
