@@ -12,12 +12,13 @@ from advisor.errors import InputError
 CLUSTER_FILE = "cluster.json"
 METRICS_FILE = "metrics.parquet"
 FORECAST_FILE = "forecast.json"
+FORECAST_SUMMARY_FILE = "forecast_training.json"
 PLAN_FILE = "plan.json"
 DRYRUN_FILE = "dryrun.json"
 REPORT_FILE = "report.html"
 
 
-def _read_json(path: Path, hint: str) -> Any:
+def read_json(path: Path, hint: str) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -34,7 +35,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_cluster(path: Path) -> Cluster:
-    return Cluster.from_dict(_read_json(path, "run `advisor collect` first"), str(path))
+    return Cluster.from_dict(read_json(path, "run `advisor collect` first"), str(path))
 
 
 def write_cluster(path: Path, cluster: Cluster) -> None:
@@ -42,7 +43,7 @@ def write_cluster(path: Path, cluster: Cluster) -> None:
 
 
 def read_forecast(path: Path) -> Forecast:
-    return Forecast.from_dict(_read_json(path, "run `advisor forecast` first"), str(path))
+    return Forecast.from_dict(read_json(path, "run `advisor forecast` first"), str(path))
 
 
 def write_forecast(path: Path, forecast: Forecast) -> None:
@@ -50,7 +51,7 @@ def write_forecast(path: Path, forecast: Forecast) -> None:
 
 
 def read_plan(path: Path) -> Plan:
-    return Plan.from_dict(_read_json(path, "run `advisor plan` first"), str(path))
+    return Plan.from_dict(read_json(path, "run `advisor plan` first"), str(path))
 
 
 def write_plan(path: Path, plan: Plan) -> None:

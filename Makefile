@@ -1,0 +1,44 @@
+# Two entry points for a fresh Debian 12 machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_VERSION := 0.13.9
+OUT ?= out
+
+.PHONY: demo test lint bench-plan sample-data clean
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.runtime: pyproject.toml | $(UV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(UV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -e ".[test]"
+	touch $@ $(VENV)/.runtime
+
+# The nightly job on the embedded synthetic cluster: writes $(OUT)/plan.json and $(OUT)/report.html.
+demo: $(VENV)/.runtime
+	$(BIN)/advisor demo --out $(OUT)
+
+# Everything the tests need, then the whole suite.
+test: $(VENV)/.test
+	$(BIN)/pytest
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check advisor pipelines tests bench
+	$(BIN)/mypy advisor pipelines
+
+# The planner at the scale of the foundation issue (200 hosts, 2,000 VMs).
+bench-plan: $(VENV)/.runtime
+	$(BIN)/python bench/plan_scale.py --hosts 200 --vms 2000
+
+# Regenerate the sample data shipped in data/ (produced by the synthetic generator).
+sample-data: $(VENV)/.runtime
+	$(BIN)/python -m advisor.collect.make_sample
+
+clean:
+	rm -rf $(VENV) $(OUT) mlruns.db mlartifacts mlruns

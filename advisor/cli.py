@@ -1,0 +1,309 @@
+"""`advisor`: the command line. Each command is one stage; every flag overrides a config key.
+
+Exit codes: 0 done; 1 the plan is infeasible or the dry run found a violation; 2 bad input or config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from advisor import files, stages
+from advisor.config import Config, load_config, parse_config
+from advisor.core import Plan, PlanStatus
+from advisor.errors import AdvisorError
+
+app = typer.Typer(
+    help=(
+        "Placement and rebalancing advisor for KVM/libvirt fleets: collect metrics, forecast demand, "
+        "plan live migrations that save energy and relieve hot hosts, check them in a dry run, report."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out_console = Console()
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML configuration file (default: built-in defaults).")
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Directory the stages read and write [output.dir, 'out'].")
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(fn: F) -> F:
+    """A user mistake ends in one line on stderr and exit code 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AdvisorError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(path: Path | None, out: Path | None, overrides: dict[str, Any]) -> tuple[Config, Path]:
+    """The config file with the command line's flags on top, validated as one."""
+    data = load_config(path).model_dump()
+    if out is not None:
+        overrides["output.dir"] = str(out)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    cfg = parse_config(data, str(path) if path else "command line")
+    return cfg, Path(cfg.output.dir)
+
+
+@contextmanager
+def _progress(title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the step in progress (quiet when stderr is not a terminal)."""
+    with err.status(title) as status:
+
+        def update(step: str) -> None:
+            status.update(f"{title}: {step}")
+            if not err.is_terminal:
+                err.print(f"{title}: {step}", highlight=False)
+
+        yield update
+
+
+def _print_plan(plan: Plan, path: Path) -> None:
+    table = Table(title=f"plan for cluster {plan.cluster}: {plan.status.value} ({plan.solver}, {plan.solve_s:.1f} s)")
+    for col in ("", "before", "after", "lower bound"):
+        table.add_column(col, justify="right" if col else "left")
+    b, a, lb = plan.before, plan.after, plan.bounds
+    table.add_row("active hosts", str(b.active_hosts), str(a.active_hosts), str(lb.hosts))
+    table.add_row(
+        "energy kWh/day",
+        f"{b.energy_kwh_per_day:.1f}",
+        f"{a.energy_kwh_per_day:.1f}",
+        f"{lb.energy_kwh_per_day:.1f}",
+    )
+    table.add_row("peak CPU util (P95)", f"{b.peak_cpu_util:.0%}", f"{a.peak_cpu_util:.0%}", "")
+    table.add_row("peak memory util", f"{b.peak_mem_util:.0%}", f"{a.peak_mem_util:.0%}", "")
+    table.add_row("hosts over headroom", str(b.hosts_over_headroom), str(a.hosts_over_headroom), "")
+    out_console.print(table)
+    moved = sum(m.predicted_mib for m in plan.migrations) / 1024
+    out_console.print(
+        f"{len(plan.migrations)} migrations in {len(plan.waves)} waves, {moved:.0f} GiB to copy; "
+        f"{len(plan.standby)} hosts to standby -> {path}",
+        highlight=False,
+    )
+    if plan.status == PlanStatus.INFEASIBLE:
+        err.print(f"[bold red]infeasible:[/] {plan.message}", highlight=False)
+        if plan.blocking_vms:
+            err.print("blocking VMs: " + ", ".join(plan.blocking_vms), highlight=False)
+
+
+def _plan_exit(plan: Plan) -> None:
+    if plan.status == PlanStatus.INFEASIBLE:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def collect(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="synthetic | planetlab | bitbrains | csv | parquet [collect.source, 'synthetic']."),
+    ] = None,
+    path: Annotated[
+        list[str] | None, typer.Option("--path", "-p", help="Trace file; repeat for several [collect.paths].")
+    ] = None,
+    inventory: Annotated[
+        str | None, typer.Option(help="Cluster JSON for csv/parquet metrics [collect.inventory].")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Synthetic: seed [collect.synthetic.seed].")] = None,
+    hosts: Annotated[int | None, typer.Option(help="Synthetic: hosts [collect.synthetic.hosts].")] = None,
+    vms: Annotated[int | None, typer.Option(help="Synthetic: VMs [collect.synthetic.vms].")] = None,
+    days: Annotated[int | None, typer.Option(help="Synthetic: days of history [collect.synthetic.days].")] = None,
+) -> None:
+    """Read hosts, VMs and utilisation history into OUT/cluster.json and OUT/metrics.parquet."""
+    cfg, out_dir = _config(
+        config,
+        out,
+        {
+            "collect.source": source,
+            "collect.paths": path or None,
+            "collect.inventory": inventory,
+            "collect.synthetic.seed": seed,
+            "collect.synthetic.hosts": hosts,
+            "collect.synthetic.vms": vms,
+            "collect.synthetic.days": days,
+        },
+    )
+    with _progress("collect") as progress:
+        cluster, metrics = stages.collect(cfg, out_dir, progress)
+    out_console.print(
+        f"{len(cluster.hosts)} hosts, {len(cluster.vms)} VMs, {len(metrics):,} samples "
+        f"from {metrics['ts'].min()} to {metrics['ts'].max()} -> {out_dir}",
+        highlight=False,
+    )
+
+
+@app.command()
+@_user_errors
+def forecast(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="quantile_gbm | naive | seasonal_naive [forecast.model].")
+    ] = None,
+    horizon_h: Annotated[float | None, typer.Option(help="Planning horizon, hours [forecast.horizon_h].")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI [forecast.tracking_uri, sqlite:///mlruns.db].")
+    ] = None,
+) -> None:
+    """Train the demand forecaster on OUT/metrics.parquet (logged to MLflow) and write OUT/forecast.json."""
+    cfg, out_dir = _config(
+        config,
+        out,
+        {"forecast.model": model, "forecast.horizon_h": horizon_h, "forecast.tracking_uri": tracking_uri},
+    )
+    with _progress("forecast") as progress:
+        fc, summary = stages.forecast(cfg, out_dir, progress=progress)
+    out_console.print(
+        f"forecast for {len(fc.vms)} VMs over {fc.horizon_s / 3600:g} h by {fc.model} "
+        f"(MLflow run {summary.get('run_id', '-')}) -> {out_dir / files.FORECAST_FILE}",
+        highlight=False,
+    )
+
+
+@app.command()
+@_user_errors
+def plan(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    goal: Annotated[str | None, typer.Option(help="consolidate | balance [plan.goal].")] = None,
+    cpu_headroom: Annotated[
+        float | None, typer.Option(help="Max host CPU utilisation at forecast P95 [plan.cpu_headroom, 0.8].")
+    ] = None,
+    migration_cap: Annotated[
+        float | None, typer.Option(help="Max share of VMs moved by one plan [plan.migration_cap, 0.5].")
+    ] = None,
+    time_limit_s: Annotated[
+        float | None, typer.Option(help="CP-SAT time limit, seconds [plan.time_limit_s, 20].")
+    ] = None,
+) -> None:
+    """Choose a target placement and order its migrations into waves: OUT/plan.json."""
+    cfg, out_dir = _config(
+        config,
+        out,
+        {
+            "plan.goal": goal,
+            "plan.cpu_headroom": cpu_headroom,
+            "plan.migration_cap": migration_cap,
+            "plan.time_limit_s": time_limit_s,
+        },
+    )
+    with _progress("plan") as progress:
+        result = stages.plan(cfg, out_dir, progress=progress)
+    _print_plan(result, out_dir / files.PLAN_FILE)
+    _plan_exit(result)
+
+
+@app.command()
+@_user_errors
+def apply(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Play the waves on an in-memory copy of the cluster and check every state.")
+    ] = False,
+) -> None:
+    """Carry out OUT/plan.json. For now only --dry-run: the libvirt executor is not built yet."""
+    if not dry_run:
+        raise AdvisorError("live apply needs the libvirt executor, which is not available yet; use --dry-run")
+    cfg, out_dir = _config(config, out, {})
+    result = stages.dry_run(cfg, out_dir)
+    _print_dry_run(result, out_dir)
+
+
+def _print_dry_run(result: dict[str, Any], out_dir: Path) -> None:
+    if result["ok"]:
+        out_console.print(
+            f"dry run ok: {result['states_checked']} intermediate states checked -> {out_dir / files.DRYRUN_FILE}",
+            highlight=False,
+        )
+        return
+    err.print(f"[bold red]dry run found {len(result['violations'])} violation(s):[/]")
+    for v in result["violations"][:20]:
+        err.print(f"  {v}", highlight=False)
+    raise typer.Exit(1)
+
+
+@app.command()
+@_user_errors
+def report(config: ConfigOpt = None, out: OutOpt = None) -> None:
+    """Write OUT/report.html: utilisation before and after, migrations by wave, energy and bounds."""
+    cfg, out_dir = _config(config, out, {})
+    path = stages.report(cfg, out_dir)
+    out_console.print(f"report -> {path}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def nightly(config: ConfigOpt = None, out: OutOpt = None) -> None:
+    """The nightly job: collect, forecast, plan, dry run and report, as the configuration says."""
+    from pipelines.nightly import run_nightly
+
+    cfg, _ = _config(config, out, {})
+    _run_nightly(cfg, run_nightly)
+
+
+@app.command()
+@_user_errors
+def demo(
+    out: OutOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the synthetic cluster.")] = None,
+    hosts: Annotated[int | None, typer.Option(help="Hosts in the synthetic cluster [40].")] = None,
+    vms: Annotated[int | None, typer.Option(help="VMs in the synthetic cluster [400].")] = None,
+) -> None:
+    """The nightly job on the embedded synthetic cluster: no servers needed. Writes OUT/plan.json and
+    OUT/report.html."""
+    from pipelines.nightly import run_nightly
+
+    cfg, _ = _config(
+        None,
+        out,
+        {
+            "collect.source": "synthetic",
+            "collect.synthetic.seed": seed,
+            "collect.synthetic.hosts": hosts,
+            "collect.synthetic.vms": vms,
+        },
+    )
+    _run_nightly(cfg, run_nightly)
+
+
+def _run_nightly(cfg: Config, run: Callable[..., Any]) -> None:
+    with _progress("nightly") as progress:
+        result = run(cfg, progress)
+    _print_plan(result.plan, result.out / files.PLAN_FILE)
+    _print_dry_run(result.dry_run, result.out)
+    out_console.print(f"report -> {result.report}", highlight=False)
+    _plan_exit(result.plan)

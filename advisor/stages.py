@@ -1,0 +1,105 @@
+"""The shell around the pure stages: each reads what the previous stage wrote and writes its own file.
+
+A stage given its inputs in memory (as the nightly job does) skips the read but still writes, so every
+intermediate file is there to inspect or to rerun one stage from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from advisor import files
+from advisor.config import Config
+from advisor.core import Cluster, Forecast, Plan
+from advisor.metrics import read_metrics, write_metrics
+
+Progress = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def collect(cfg: Config, out: Path, progress: Progress = quiet) -> tuple[Cluster, pd.DataFrame]:
+    from advisor.collect import collect as collect_source
+
+    cluster, metrics = collect_source(cfg.collect, cfg.power, progress)
+    out.mkdir(parents=True, exist_ok=True)
+    progress("writing cluster and metrics")
+    files.write_cluster(out / files.CLUSTER_FILE, cluster)
+    write_metrics(metrics, out / files.METRICS_FILE)
+    return cluster, metrics
+
+
+def forecast(
+    cfg: Config,
+    out: Path,
+    cluster: Cluster | None = None,
+    metrics: pd.DataFrame | None = None,
+    progress: Progress = quiet,
+) -> tuple[Forecast, dict[str, Any]]:
+    from advisor.forecast import train_and_forecast
+
+    cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
+    metrics = metrics if metrics is not None else read_metrics(out / files.METRICS_FILE)
+    result, summary = train_and_forecast(cluster, metrics, cfg.forecast, progress)
+    files.write_forecast(out / files.FORECAST_FILE, result)
+    files.write_json(out / files.FORECAST_SUMMARY_FILE, summary)
+    return result, summary
+
+
+def plan(
+    cfg: Config,
+    out: Path,
+    cluster: Cluster | None = None,
+    fc: Forecast | None = None,
+    progress: Progress = quiet,
+) -> Plan:
+    from advisor.optimize import plan_cluster
+
+    cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
+    fc = fc or files.read_forecast(out / files.FORECAST_FILE)
+    result = plan_cluster(cluster, fc, cfg.plan, progress)
+    files.write_plan(out / files.PLAN_FILE, result)
+    return result
+
+
+def dry_run(
+    cfg: Config,
+    out: Path,
+    cluster: Cluster | None = None,
+    fc: Forecast | None = None,
+    the_plan: Plan | None = None,
+) -> dict[str, Any]:
+    from advisor.execute import dry_run as play
+
+    cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
+    fc = fc or files.read_forecast(out / files.FORECAST_FILE)
+    the_plan = the_plan or files.read_plan(out / files.PLAN_FILE)
+    result = play(cluster, fc, the_plan, cfg.plan).to_dict()
+    files.write_json(out / files.DRYRUN_FILE, result)
+    return result
+
+
+def report(
+    cfg: Config,
+    out: Path,
+    cluster: Cluster | None = None,
+    fc: Forecast | None = None,
+    the_plan: Plan | None = None,
+    dry: dict[str, Any] | None = None,
+) -> Path:
+    from advisor.report import render_report
+
+    cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
+    fc = fc or files.read_forecast(out / files.FORECAST_FILE)
+    the_plan = the_plan or files.read_plan(out / files.PLAN_FILE)
+    if dry is None and (out / files.DRYRUN_FILE).exists():
+        dry = files.read_json(out / files.DRYRUN_FILE, "run `advisor apply --dry-run`")
+    path = out / files.REPORT_FILE
+    path.write_text(render_report(cluster, fc, the_plan, dry, headroom=cfg.plan.cpu_headroom))
+    return path

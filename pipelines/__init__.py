@@ -1,0 +1,1 @@
+"""Jobs that chain the stages: the nightly consolidation run (and, later, retraining)."""
