@@ -93,7 +93,7 @@ def report(
     the_plan: Plan | None = None,
     dry: dict[str, Any] | None = None,
 ) -> Path:
-    from advisor.report import render_report
+    from advisor.report import write_report
 
     cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
     fc = fc or files.read_forecast(out / files.FORECAST_FILE)
@@ -101,7 +101,5 @@ def report(
     if dry is None and (out / files.DRYRUN_FILE).exists():
         dry = files.read_json(out / files.DRYRUN_FILE, "run `advisor apply --dry-run`")
     path = out / files.REPORT_FILE
-    path.write_text(
-        render_report(cluster, fc, the_plan, dry, headroom=cfg.plan.cpu_headroom, mem_headroom=cfg.plan.mem_headroom)
-    )
+    write_report(path, cluster, fc, the_plan, dry, headroom=cfg.plan.cpu_headroom, mem_headroom=cfg.plan.mem_headroom)
     return path
