@@ -90,7 +90,9 @@ def _progress(title: str) -> Iterator[Callable[[str], None]]:
 
 
 def _print_plan(plan: Plan, path: Path) -> None:
-    table = Table(title=f"plan for cluster {plan.cluster}: {plan.status.value} ({plan.solver}, {plan.solve_s:.1f} s)")
+    table = Table(
+        title=f"plan for cluster {plan.cluster}: {plan.status.value} ({plan.solver}, {plan.solve_s:.1f} s)"
+    )
     for col in ("", "before", "after", "lower bound"):
         table.add_column(col, justify="right" if col else "left")
     b, a, lb = plan.before, plan.after, plan.bounds
@@ -140,7 +142,9 @@ def collect(
     seed: Annotated[int | None, typer.Option(help="Synthetic: seed [collect.synthetic.seed].")] = None,
     hosts: Annotated[int | None, typer.Option(help="Synthetic: hosts [collect.synthetic.hosts].")] = None,
     vms: Annotated[int | None, typer.Option(help="Synthetic: VMs [collect.synthetic.vms].")] = None,
-    days: Annotated[int | None, typer.Option(help="Synthetic: days of history [collect.synthetic.days].")] = None,
+    days: Annotated[
+        int | None, typer.Option(help="Synthetic: days of history [collect.synthetic.days].")
+    ] = None,
 ) -> None:
     """Read hosts, VMs and utilisation history into OUT/cluster.json and OUT/metrics.parquet."""
     cfg, out_dir = _config(
@@ -173,7 +177,9 @@ def forecast(
     model: Annotated[
         str | None, typer.Option(help="quantile_gbm | naive | seasonal_naive [forecast.model].")
     ] = None,
-    horizon_h: Annotated[float | None, typer.Option(help="Planning horizon, hours [forecast.horizon_h].")] = None,
+    horizon_h: Annotated[
+        float | None, typer.Option(help="Planning horizon, hours [forecast.horizon_h].")
+    ] = None,
     tracking_uri: Annotated[
         str | None, typer.Option(help="MLflow tracking URI [forecast.tracking_uri, sqlite:///mlruns.db].")
     ] = None,
@@ -232,7 +238,10 @@ def apply(
     config: ConfigOpt = None,
     out: OutOpt = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Play the waves on an in-memory copy of the cluster and check every state.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Play the waves on an in-memory copy of the cluster and check every state."
+        ),
     ] = False,
 ) -> None:
     """Carry out OUT/plan.json. For now only --dry-run: the libvirt executor is not built yet."""
@@ -246,7 +255,8 @@ def apply(
 def _print_dry_run(result: dict[str, Any], out_dir: Path) -> None:
     if result["ok"]:
         out_console.print(
-            f"dry run ok: {result['states_checked']} intermediate states checked -> {out_dir / files.DRYRUN_FILE}",
+            f"dry run ok: {result['states_checked']} intermediate states checked "
+            f"-> {out_dir / files.DRYRUN_FILE}",
             highlight=False,
         )
         return

@@ -54,8 +54,8 @@ class SyntheticSettings(_Section):
 class TraceSettings(_Section):
     """Hosts synthesised for traces that have none (PlanetLab, Bitbrains, bare CSV)."""
 
-    host_cpu_cores: float = Field(32.0, gt=0)
-    host_mem_mib: float = Field(262_144.0, gt=0)
+    host_cpu_cores: float = Field(64.0, gt=0)
+    host_mem_mib: float = Field(524_288.0, gt=0)
     hosts: int = Field(0, ge=0, description="0: as many as first-fit needs, plus 10%")
 
 

@@ -168,9 +168,11 @@ class Cluster:
         _unique("host", (h.name for h in self.hosts))
         _unique("VM", (v.name for v in self.vms))
         hosts = self.host_by_name
-        largest_mem = max(h.mem_mib for h in self.hosts if h.can_run_vms) if any(
-            h.can_run_vms for h in self.hosts
-        ) else 0.0
+        largest_mem = (
+            max(h.mem_mib for h in self.hosts if h.can_run_vms)
+            if any(h.can_run_vms for h in self.hosts)
+            else 0.0
+        )
         for vm in self.vms:
             if vm.host not in hosts:
                 raise InputError(f"VM {vm.name}: runs on unknown host {vm.host!r}")
@@ -332,7 +334,10 @@ class Forecast:
                 horizon_s=int(data["horizon_s"]),
                 model=str(data["model"]),
                 cluster_fingerprint=str(data["cluster_fingerprint"]),
-                vms={k: VMForecast(**_known(VMForecast, v, f"{source}: vm {k}")) for k, v in data["vms"].items()},
+                vms={
+                    k: VMForecast(**_known(VMForecast, v, f"{source}: vm {k}"))
+                    for k, v in data["vms"].items()
+                },
             )
         except KeyError as e:
             raise InputError(f"{source}: missing key {e.args[0]!r}") from None
@@ -344,7 +349,9 @@ class Forecast:
         missing = [v.name for v in cluster.vms if v.name not in self.vms]
         if missing:
             shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise InputError(f"forecast has no entry for {len(missing)} VM(s) of cluster {cluster.name}: {shown}")
+            raise InputError(
+                f"forecast has no entry for {len(missing)} VM(s) of cluster {cluster.name}: {shown}"
+            )
 
 
 def _parse_time(value: str) -> datetime:
@@ -455,7 +462,9 @@ class Plan:
         try:
             d = dict(_known(cls, data, source))
             d["created_at"] = _parse_time(d["created_at"])
-            d["migrations"] = tuple(Migration(**_known(Migration, m, f"{source}: migration")) for m in d["migrations"])
+            d["migrations"] = tuple(
+                Migration(**_known(Migration, m, f"{source}: migration")) for m in d["migrations"]
+            )
             d["standby"] = tuple(d["standby"])
             d["blocking_vms"] = tuple(d.get("blocking_vms", ()))
             d["before"] = PlanFigures(**d["before"])

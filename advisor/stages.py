@@ -101,5 +101,7 @@ def report(
     if dry is None and (out / files.DRYRUN_FILE).exists():
         dry = files.read_json(out / files.DRYRUN_FILE, "run `advisor apply --dry-run`")
     path = out / files.REPORT_FILE
-    write_report(path, cluster, fc, the_plan, dry, headroom=cfg.plan.cpu_headroom, mem_headroom=cfg.plan.mem_headroom)
+    write_report(
+        path, cluster, fc, the_plan, dry, headroom=cfg.plan.cpu_headroom, mem_headroom=cfg.plan.mem_headroom
+    )
     return path

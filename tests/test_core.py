@@ -32,7 +32,12 @@ from advisor.errors import InputError
 def small_cluster(**rules: object) -> Cluster:
     hosts = (
         Host("h1", 16, 65536),
-        Host("h2", 32, 131072, power=PowerModel(curve_w=(86, 89.4, 92.6, 96, 99.5, 102, 106, 108, 112, 114, 117))),
+        Host(
+            "h2",
+            32,
+            131072,
+            power=PowerModel(curve_w=(86, 89.4, 92.6, 96, 99.5, 102, 106, 108, 112, 114, 117)),
+        ),
         Host("h3", 16, 65536, state=HostState.MAINTENANCE),
     )
     vms = (VM("a", "h1", 2, 4096), VM("b", "h2", 4, 8192, labels={"app": "db"}), VM("c", "h3", 1, 2048))
@@ -57,8 +62,14 @@ def test_fingerprint_changes_with_the_state_the_planner_reads() -> None:
     ("build", "message"),
     [
         (lambda: Cluster("c", (Host("h", 8, 1024), Host("h", 8, 1024)), ()), "duplicate host name 'h'"),
-        (lambda: Cluster("c", (Host("h", 8, 1024),), (VM("v", "h", 1, 512), VM("v", "h", 1, 512))), "duplicate VM"),
-        (lambda: Cluster("c", (Host("h", 8, 1024),), (VM("v", "nowhere", 1, 512),)), "unknown host 'nowhere'"),
+        (
+            lambda: Cluster("c", (Host("h", 8, 1024),), (VM("v", "h", 1, 512), VM("v", "h", 1, 512))),
+            "duplicate VM",
+        ),
+        (
+            lambda: Cluster("c", (Host("h", 8, 1024),), (VM("v", "nowhere", 1, 512),)),
+            "unknown host 'nowhere'",
+        ),
         (lambda: Cluster("c", (Host("h", 8, 1024),), (VM("v", "h", 1, 4096),)), "more than any usable host"),
         (lambda: Host("h", -1, 1024), "host h: cpu_cores must be a positive number"),
         (lambda: Host("h", float("nan"), 1024), "cpu_cores"),
@@ -84,7 +95,9 @@ def test_power_model_linear_and_piecewise() -> None:
 
 def test_forecast_check_covers_names_missing_vms() -> None:
     c = small_cluster()
-    fc = Forecast(datetime(2026, 1, 1, tzinfo=UTC), 86400, "naive", c.fingerprint(), {"a": VMForecast(1, 2, 3, 4)})
+    fc = Forecast(
+        datetime(2026, 1, 1, tzinfo=UTC), 86400, "naive", c.fingerprint(), {"a": VMForecast(1, 2, 3, 4)}
+    )
     with pytest.raises(InputError, match="no entry for 2 VM"):
         fc.check_covers(c)
     assert Forecast.from_dict(fc.to_dict()) == fc
