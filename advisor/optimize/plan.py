@@ -1,0 +1,151 @@
+"""plan_cluster: from a cluster and its forecast to a checked, sequenced Plan (a pure function of its
+inputs; only `solve_s` reads the clock)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from advisor.config import PlanSettings
+from advisor.core import Cluster, Forecast, HostState, MigrationReason, Plan, PlanStatus
+from advisor.optimize.bounds import lower_bounds
+from advisor.optimize.cpsat import solve_cpsat
+from advisor.optimize.figures import active_after, active_before, placement_figures
+from advisor.optimize.heuristics import HEURISTICS, HeuristicResult
+from advisor.optimize.problem import Problem, build_problem
+from advisor.optimize.sequencer import SequenceResult, sequence
+
+CPSAT = "cp-sat"
+
+
+def plan_cluster(
+    cluster: Cluster,
+    forecast: Forecast,
+    settings: PlanSettings,
+    progress: Callable[[str], None] | None = None,
+) -> Plan:
+    """Heuristic warm starts, CP-SAT, then the wave sequencer. The best placement (by the planning
+    objective) that can be sequenced safely wins; when none exists the plan is infeasible, keeps
+    every VM where it is and names the VMs to blame. Never raises for an infeasible cluster."""
+    say = progress or (lambda _stage: None)
+    started = time.perf_counter()
+    forecast.check_covers(cluster)
+    say("model")
+    problem = build_problem(cluster, forecast, settings)
+    say("bounds")
+    current = cluster.placement
+    before = placement_figures(cluster, problem.demand, current, active_before(cluster), settings)
+    unchanged = Plan(
+        cluster=cluster.name,
+        cluster_fingerprint=cluster.fingerprint(),
+        forecast_fingerprint=forecast.fingerprint(),
+        created_at=forecast.made_at,
+        goal=settings.goal,
+        status=PlanStatus.INFEASIBLE,
+        solver="none",
+        placement=dict(current),
+        migrations=(),
+        standby=(),
+        before=before,
+        after=before,
+        bounds=lower_bounds(problem),
+    )
+
+    def infeasible(message: str, blocking: Sequence[str]) -> Plan:
+        return replace(
+            unchanged,
+            blocking_vms=tuple(sorted(set(blocking))),
+            message=message,
+            solve_s=time.perf_counter() - started,
+        )
+
+    if problem.contradictions:
+        shown = problem.contradictions[:3]
+        more = len(problem.contradictions) - len(shown)
+        why = "; ".join(c.message for c in shown) + (f"; and {more} more" if more else "")
+        return infeasible(f"infeasible rules: {why}", [vm for c in problem.contradictions for vm in c.vms])
+
+    say("heuristics")
+    results = [h(problem) for h in HEURISTICS[settings.goal]]
+    valid = [r for r in results if r.complete and problem.moves(r.assign) <= problem.limit]
+    options = [(problem.objective(r.assign), 1, r.name, r.assign) for r in valid]
+    # without a complete heuristic placement within the cap, CP-SAT starts from the VMs that may stay
+    hint = min(options)[3] if options else problem.start
+    say(CPSAT)
+    cp = solve_cpsat(problem, hint, settings.time_limit_s, settings.workers)
+    if cp.assign is not None:
+        options.append((problem.objective(cp.assign), 2, CPSAT, cp.assign))  # a tie keeps the heuristic
+    if not options:
+        return infeasible(*_unplaceable(problem, results, cp.status))
+
+    say("sequencing")
+    refusals: list[SequenceResult] = []
+    for _, _, solver, assign in sorted(options):
+        target = problem.placement(assign)
+        seq = sequence(cluster, problem.demand, current, target, settings, _reasons(problem, target))
+        if seq.infeasible:
+            refusals.append(seq)
+            continue
+        optimal = solver == CPSAT and cp.status == "optimal" and not cp.restricted
+        used = set(target.values())
+        return replace(
+            unchanged,
+            status=PlanStatus.OPTIMAL if optimal else PlanStatus.FEASIBLE,
+            solver=solver,
+            placement=target,
+            migrations=seq.migrations,
+            standby=()
+            if settings.goal == "balance"
+            else tuple(h.name for h in cluster.hosts if h.state == HostState.UP and h.name not in used),
+            after=placement_figures(
+                cluster, problem.demand, target, active_after(cluster, target, settings.goal), settings
+            ),
+            message=_summary(solver, cp.status, seq),
+            solve_s=time.perf_counter() - started,
+        )
+    return infeasible(f"no safe migration order: {refusals[0].message}", refusals[0].blocking_vms)
+
+
+def _reasons(problem: Problem, target: Mapping[str, str]) -> dict[str, MigrationReason]:
+    """Why each moved VM moves: its host's maintenance, a broken rule, an overloaded host, or the goal."""
+    goal = MigrationReason.BALANCE if problem.goal == "balance" else MigrationReason.CONSOLIDATE
+    out = {}
+    for i, item in enumerate(problem.items):
+        for vm, src in zip(item.vms, item.vm_hosts, strict=True):
+            if target[vm] == problem.hosts[src].name:
+                continue
+            if not problem.usable[src]:
+                out[vm] = MigrationReason.MAINTENANCE
+            elif problem.evicted.get(i) == MigrationReason.RULE:
+                out[vm] = MigrationReason.RULE
+            elif src in problem.overloaded:
+                out[vm] = MigrationReason.OVERLOAD
+            else:
+                out[vm] = goal
+    return out
+
+
+def _unplaceable(
+    problem: Problem, results: Sequence[HeuristicResult], cp_status: str
+) -> tuple[str, list[str]]:
+    best = min(results, key=lambda r: len(r.unplaced))
+    vms = [vm for i in best.unplaced for vm in problem.items[i].vms]
+    if not vms:  # complete but over the migration cap, and CP-SAT found nothing within it
+        return (
+            f"no placement moves at most {problem.limit} VMs (the migration cap) and repairs every "
+            f"maintenance, rule and overload problem (CP-SAT: {cp_status})",
+            [],
+        )
+    shown = ", ".join(vms[:10]) + (" ..." if len(vms) > 10 else "")
+    return (
+        f"no placement found within headroom and rules (CP-SAT: {cp_status}); {len(vms)} VM(s) fit "
+        f"nowhere: {shown}",
+        vms,
+    )
+
+
+def _summary(solver: str, cp_status: str, seq: SequenceResult) -> str:
+    parked = f", {len(seq.parked)} parked to break deadlocks" if seq.parked else ""
+    kept = f" (CP-SAT {cp_status}, found nothing better)" if solver != CPSAT else ""
+    return f"placement by {solver}{kept}; {len(seq.migrations)} migration(s) in {seq.waves} wave(s){parked}"
