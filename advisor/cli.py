@@ -28,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show [config.key, default] literally
 )
 err = Console(stderr=True)
 out_console = Console()
@@ -50,7 +51,7 @@ def _user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AdvisorError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")

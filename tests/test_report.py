@@ -110,7 +110,10 @@ def small_instance(vm_name: str = SCRIPT_VM, converges: bool = False) -> tuple[C
     cluster = Cluster("prod-a", hosts, vms)
     demand = {"web-1": 2.0, "db-1": 5.0, vm_name: 1.0, "cache-1": 3.0, "batch-1": 2.5}
     forecast = Forecast(
-        T0, 86400, "quantile_gbm", cluster.fingerprint(),
+        T0,
+        86400,
+        "quantile_gbm",
+        cluster.fingerprint(),
         {n: VMForecast(c * 0.6, c, 1000.0, 1200.0, 5.0) for n, c in demand.items()},
     )
     migrations = (
@@ -162,8 +165,19 @@ def small_page() -> tuple[str, Page, Plan]:
 def test_page_parses_and_has_every_section(small_page: tuple[str, Page, Plan]) -> None:
     html, page, _ = small_page
     assert html.startswith("<!DOCTYPE html>")
-    for section in ("header", "summary", "plots", "migrations", "standby", "dry-run",
-                    "plot-cpu", "plot-mem", "plot-totals", "savings", "not-converging"):
+    for section in (
+        "header",
+        "summary",
+        "plots",
+        "migrations",
+        "standby",
+        "dry-run",
+        "plot-cpu",
+        "plot-mem",
+        "plot-totals",
+        "savings",
+        "not-converging",
+    ):
         assert section in page.ids, section
     assert "infeasible" not in page.ids
     assert "stale" not in page.ids
@@ -192,7 +206,13 @@ def test_migration_rows_sorted_by_wave_with_names_and_flags(small_page: tuple[st
     rows = page.rows["migration-table"]
     assert [(r[0], r[1]) for r in rows] == [("1", "batch-1"), ("1", "cache-1"), ("2", SCRIPT_VM)]
     assert [" ".join(c.split()) for c in rows[0][2:]] == [
-        "h4 → h2", "maintenance", "8.0", "8.2", "9.5", "80", "yes",
+        "h4 → h2",
+        "maintenance",
+        "8.0",
+        "8.2",
+        "9.5",
+        "80",
+        "yes",
     ]
     assert rows[2][-1].strip() == "NO"
     assert html.count('class="bad"') == 1
@@ -269,8 +289,14 @@ def test_infeasible_plan_shows_message_and_blocking_vms() -> None:
 
 def test_a_plan_without_moves_that_costs_energy_says_so() -> None:
     cluster, forecast, plan = small_instance()
-    plan = replace(plan, goal="balance", placement=cluster.placement, migrations=(), standby=(),
-                   after=replace(plan.after, energy_kwh_per_day=20.0))
+    plan = replace(
+        plan,
+        goal="balance",
+        placement=cluster.placement,
+        migrations=(),
+        standby=(),
+        after=replace(plan.after, energy_kwh_per_day=20.0),
+    )
     page = Page(render_report(cluster, forecast, plan))
     text = " ".join(page.text["savings"].split())
     assert text == "No energy saved: the plan uses 2.7 kWh/day more (15.9 %), 1,001.6 kWh/year."
@@ -316,8 +342,10 @@ def test_host_loads_conserve_demand(data: st.DataObject) -> None:
     hosts = tuple(Host(f"h{i}", data.draw(st.sampled_from([8, 16, 48])), 65536) for i in range(n_hosts))
     names = [h.name for h in hosts]
     n_vms = data.draw(st.integers(0, 12))
-    vms = tuple(VM(f"v{i}", data.draw(st.sampled_from(names)), 2, data.draw(st.sampled_from([1024, 4096])))
-                for i in range(n_vms))
+    vms = tuple(
+        VM(f"v{i}", data.draw(st.sampled_from(names)), 2, data.draw(st.sampled_from([1024, 4096])))
+        for i in range(n_vms)
+    )
     cluster = Cluster("c", hosts, vms)
     cpu = {v.name: data.draw(st.floats(0, 8)) for v in vms}
     forecast = Forecast(T0, 3600, "naive", "", {n: VMForecast(c, c, 1, 1) for n, c in cpu.items()})
@@ -341,26 +369,47 @@ def large_instance(n_hosts: int = 200, n_vms: int = 2000, seed: int = 1) -> tupl
         for i in range(n_hosts)
     )
     usable = [h.name for h in hosts if h.state == HostState.UP]
-    vms = tuple(VM(f"vm-{i:04d}", rng.choice([h.name for h in hosts]), 4, rng.choice([4096, 8192, 16384]))
-                for i in range(n_vms))
+    vms = tuple(
+        VM(f"vm-{i:04d}", rng.choice([h.name for h in hosts]), 4, rng.choice([4096, 8192, 16384]))
+        for i in range(n_vms)
+    )
     cluster = Cluster("big", hosts, vms)
-    forecast = Forecast(T0, 86400, "naive", cluster.fingerprint(),
-                        {v.name: VMForecast(1.0, rng.uniform(0.2, 4.0), 1, 1, 2.0) for v in vms})
+    forecast = Forecast(
+        T0,
+        86400,
+        "naive",
+        cluster.fingerprint(),
+        {v.name: VMForecast(1.0, rng.uniform(0.2, 4.0), 1, 1, 2.0) for v in vms},
+    )
     targets = usable[: int(len(usable) * 0.7)]
     placement = {
         v.name: rng.choice(targets) if rng.random() < 0.6 or v.host not in usable else v.host for v in vms
     }
     migrations = [
-        Migration(v.name, v.host, placement[v.name], MigrationReason.CONSOLIDATE, rng.randint(1, 8),
-                  10.0, 100.0, v.mem_mib, rng.random() > 0.01)
-        for v in vms if placement[v.name] != v.host
+        Migration(
+            v.name,
+            v.host,
+            placement[v.name],
+            MigrationReason.CONSOLIDATE,
+            rng.randint(1, 8),
+            10.0,
+            100.0,
+            v.mem_mib,
+            rng.random() > 0.01,
+        )
+        for v in vms
+        if placement[v.name] != v.host
     ]
     rng.shuffle(migrations)
     used = set(placement.values())
     _, _, template = small_instance()
     plan = replace(
-        template, cluster="big", cluster_fingerprint=cluster.fingerprint(),
-        forecast_fingerprint=forecast.fingerprint(), placement=placement, migrations=tuple(migrations),
+        template,
+        cluster="big",
+        cluster_fingerprint=cluster.fingerprint(),
+        forecast_fingerprint=forecast.fingerprint(),
+        placement=placement,
+        migrations=tuple(migrations),
         standby=tuple(h for h in usable if h not in used),
     )
     return cluster, forecast, plan

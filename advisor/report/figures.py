@@ -136,7 +136,9 @@ def summary_rows(cluster: Cluster, plan: Plan) -> list[SummaryRow]:
     return [
         SummaryRow("Active hosts", str(b.active_hosts), str(a.active_hosts), str(plan.bounds.hosts)),
         SummaryRow(
-            "Energy (kWh/day)", kwh(b.energy_kwh_per_day), kwh(a.energy_kwh_per_day),
+            "Energy (kWh/day)",
+            kwh(b.energy_kwh_per_day),
+            kwh(a.energy_kwh_per_day),
             kwh(plan.bounds.energy_kwh_per_day),
         ),
         SummaryRow("Peak CPU utilisation (P95)", pct(b.peak_cpu_util), pct(a.peak_cpu_util), dash),

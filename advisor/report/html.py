@@ -41,12 +41,21 @@ def render_report(
     loads = figures.host_loads(cluster, forecast, plan)
     migrations = figures.migration_rows(cluster, plan)
     images = [
-        ("cpu", "Per-host CPU utilisation at forecast P95, before and after the plan",
-         plots.utilisation_figure(loads, "cpu", headroom)),
-        ("mem", "Per-host memory reserved, before and after the plan",
-         plots.utilisation_figure(loads, "mem", mem_headroom)),
-        ("totals", "Active hosts and energy per day: before, after and the lower bound",
-         plots.totals_figure(plan)),
+        (
+            "cpu",
+            "Per-host CPU utilisation at forecast P95, before and after the plan",
+            plots.utilisation_figure(loads, "cpu", headroom),
+        ),
+        (
+            "mem",
+            "Per-host memory reserved, before and after the plan",
+            plots.utilisation_figure(loads, "mem", mem_headroom),
+        ),
+        (
+            "totals",
+            "Active hosts and energy per day: before, after and the lower bound",
+            plots.totals_figure(plan),
+        ),
     ]
     stale = [
         what
@@ -56,24 +65,28 @@ def render_report(
         )
         if made_for != current
     ]
-    return _environment().get_template("report.html").render(
-        version=__version__,
-        cluster=cluster,
-        plan=plan,
-        forecast=forecast,
-        horizon_h=forecast.horizon_s / 3600,
-        created_at=plan.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        infeasible=plan.status == PlanStatus.INFEASIBLE,
-        stale=stale,
-        maintenance=[h.name for h in cluster.hosts if h.state == HostState.MAINTENANCE],
-        summary=figures.summary_rows(cluster, plan),
-        savings=figures.savings(plan),
-        plots=[(key, alt, plots.data_uri(fig)) for key, alt, fig in images],
-        waves=figures.wave_rows(cluster, plan),
-        migrations=migrations,
-        not_converging=sum(not m.converges for m in migrations),
-        dry_run=dry,
-        headroom=figures.pct(headroom),
+    return (
+        _environment()
+        .get_template("report.html")
+        .render(
+            version=__version__,
+            cluster=cluster,
+            plan=plan,
+            forecast=forecast,
+            horizon_h=forecast.horizon_s / 3600,
+            created_at=plan.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            infeasible=plan.status == PlanStatus.INFEASIBLE,
+            stale=stale,
+            maintenance=[h.name for h in cluster.hosts if h.state == HostState.MAINTENANCE],
+            summary=figures.summary_rows(cluster, plan),
+            savings=figures.savings(plan),
+            plots=[(key, alt, plots.data_uri(fig)) for key, alt, fig in images],
+            waves=figures.wave_rows(cluster, plan),
+            migrations=migrations,
+            not_converging=sum(not m.converges for m in migrations),
+            dry_run=dry,
+            headroom=figures.pct(headroom),
+        )
     )
 
 

@@ -1,0 +1,114 @@
+"""MLflow record of a training run: parameters, validation errors and the chosen models.
+
+The models are logged with the sklearn flavour; loading them back needs `advisor` importable (they
+are advisor.forecast.models classes) and a feature table with the FEATURES columns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import sklearn
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from advisor.config import ForecastSettings
+from advisor.errors import AdvisorError
+from advisor.forecast.features import FEATURES
+from advisor.forecast.train import Trained
+
+# Given explicitly: inferring them starts a subprocess per model and costs seconds.
+PIP_REQUIREMENTS = [
+    f"scikit-learn=={sklearn.__version__}",
+    f"pandas=={pd.__version__}",
+    f"numpy=={np.__version__}",
+]
+
+# What skops (MLflow's default sklearn serialisation) may load back beyond plain sklearn/numpy types.
+TRUSTED_TYPES = [
+    "advisor.forecast.models.NaiveForecaster",
+    "advisor.forecast.models.SeasonalNaiveForecaster",
+    "advisor.forecast.models.QuantileGBMForecaster",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+]
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a new experiment in a local SQLite store go next to the database (`mlartifacts/`),
+    not into whatever directory the command happens to run in; other stores decide for themselves."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _experiment_id(settings: ForecastSettings) -> str:
+    found = mlflow.get_experiment_by_name(settings.experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    location = artifact_location(settings.tracking_uri)
+    return mlflow.create_experiment(settings.experiment, artifact_location=location)
+
+
+def log_training(
+    trained: Trained, settings: ForecastSettings, params: Mapping[str, Any], sample: pd.DataFrame
+) -> dict[str, Any]:
+    """Record `trained` as one run of `settings.experiment`. `params` adds data facts (VMs, rows,
+    step); `sample` (a few feature rows) gives the models' signature. Returns run id and timings."""
+    started = time.perf_counter()
+    try:
+        with _tracking_uri(settings.tracking_uri):
+            experiment_id = _experiment_id(settings)
+            with mlflow.start_run(experiment_id=experiment_id, nested=mlflow.active_run() is not None) as run:
+                mlflow.log_params({**settings.model_dump(), **trained.params, **params})
+                mlflow.log_metrics(
+                    {
+                        f"val_mae_{target}_{name}": value
+                        for target, scores in trained.val_mae.items()
+                        for name, value in scores.items()
+                    }
+                    | {"rows_train": trained.rows_train, "rows_valid": trained.rows_valid}
+                )
+                chosen = {f"chosen_{t}": name for t, name in trained.chosen.items()}
+                mlflow.set_tags(chosen | {"note": trained.note})
+                opened = time.perf_counter()
+                X = sample[list(FEATURES)]
+                for target, model in trained.models.items():
+                    mlflow.sklearn.log_model(
+                        model,
+                        name=target,
+                        signature=infer_signature(X, model.predict(X)),
+                        pip_requirements=PIP_REQUIREMENTS,
+                        skops_trusted_types=TRUSTED_TYPES,
+                    )
+                run_id = run.info.run_id
+    except (MlflowException, OSError) as e:  # unreachable or unusable store: a configuration problem
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise AdvisorError(f"MLflow at {settings.tracking_uri} (forecast.tracking_uri): {first}") from None
+    done = time.perf_counter()
+    return {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "tracking_uri": settings.tracking_uri,
+        "mlflow_run_s": round(opened - started, 2),
+        "mlflow_models_s": round(done - opened, 2),
+    }
