@@ -91,9 +91,11 @@ def _progress(title: str) -> Iterator[Callable[[str], None]]:
 
 
 def _print_plan(plan: Plan, path: Path) -> None:
-    table = Table(
-        title=f"plan for cluster {plan.cluster}: {plan.status.value} ({plan.solver}, {plan.solve_s:.1f} s)"
+    out_console.print(
+        f"plan for cluster {plan.cluster}: {plan.status.value} by {plan.solver} in {plan.solve_s:.1f} s",
+        highlight=False,
     )
+    table = Table()
     for col in ("", "before", "after", "lower bound"):
         table.add_column(col, justify="right" if col else "left")
     b, a, lb = plan.before, plan.after, plan.bounds
@@ -111,7 +113,7 @@ def _print_plan(plan: Plan, path: Path) -> None:
     moved = sum(m.predicted_mib for m in plan.migrations) / 1024
     out_console.print(
         f"{len(plan.migrations)} migrations in {len(plan.waves)} waves, {moved:.0f} GiB to copy; "
-        f"{len(plan.standby)} hosts to standby -> {path}",
+        f"{len(plan.standby)} host(s) to standby -> {path}",
         highlight=False,
     )
     if plan.status == PlanStatus.INFEASIBLE:

@@ -6,6 +6,7 @@ are advisor.forecast.models classes) and a feature table with the FEATURES colum
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ from advisor.config import ForecastSettings
 from advisor.errors import AdvisorError
 from advisor.forecast.features import FEATURES
 from advisor.forecast.train import Trained
+
+# MLflow's INFO lines (database creation and migrations) drown the progress of a nightly run.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 # Given explicitly: inferring them starts a subprocess per model and costs seconds.
 PIP_REQUIREMENTS = [
