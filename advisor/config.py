@@ -44,7 +44,7 @@ class SyntheticSettings(_Section):
     vms: int = Field(400, ge=1, le=1_000_000)
     days: int = Field(14, ge=1, le=90, description="days of history")
     step_s: int = Field(300, ge=60, le=3600)
-    target_cpu_util: float = Field(0.45, gt=0, lt=1, description="mean host CPU utilisation")
+    target_cpu_util: float = Field(0.35, gt=0, lt=1, description="mean host CPU utilisation")
     maintenance_hosts: int = Field(1, ge=0)
     affinity_groups: int = Field(2, ge=0)
     anti_affinity_groups: int = Field(3, ge=0)
