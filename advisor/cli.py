@@ -30,8 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # help texts show [config.key, default] literally
 )
-err = Console(stderr=True)
-out_console = Console()
+err = Console(stderr=True, soft_wrap=True)
+out_console = Console(soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML configuration file (default: built-in defaults).")
