@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from advisor.cli import app
-from advisor.core import Plan
+from advisor.core import Cluster, Plan
 
 runner = CliRunner()
 
@@ -121,3 +121,31 @@ def test_help_explains_every_command() -> None:
         assert command in text
     code, text = run("plan", "--help")
     assert "plan.cpu_headroom" in text
+
+
+def test_nightly_runs_every_stage_from_a_config_file(tmp_path: Path) -> None:
+    out = tmp_path / "night"
+    cfg = tmp_path / "nightly.toml"
+    cfg.write_text(
+        f"""
+[collect.synthetic]
+hosts = 8
+vms = 50
+days = 3
+seed = 11
+[forecast]
+tracking_uri = "sqlite:///{tmp_path}/mlruns.db"
+[plan]
+time_limit_s = 3
+[output]
+dir = "{out}"
+"""
+    )
+    code, text = run("nightly", "-c", str(cfg))
+    assert code == 0, text
+    plan = Plan.from_json((out / "plan.json").read_text())
+    cluster = json.loads((out / "cluster.json").read_text())
+    assert plan.cluster_fingerprint == Cluster.from_dict(cluster).fingerprint()
+    assert json.loads((out / "dryrun.json").read_text())["ok"] is True
+    report = (out / "report.html").read_text()
+    assert plan.cluster in report and f"{len(plan.migrations)} migrations" in text
