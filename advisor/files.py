@@ -27,11 +27,16 @@ def read_json(path: Path, hint: str) -> Any:
         raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file, so the next stage or a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)  # never leave a half-written file for the next stage
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_cluster(path: Path) -> Cluster:

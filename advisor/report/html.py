@@ -13,6 +13,7 @@ import jinja2
 
 from advisor import __version__
 from advisor.core import Cluster, Forecast, HostState, Plan, PlanStatus
+from advisor.files import write_text
 from advisor.report import figures, plots
 
 
@@ -100,9 +101,4 @@ def write_report(
     mem_headroom: float = 1.0,
 ) -> None:
     """Render and write atomically, so a reader never opens half a page."""
-    page = render_report(cluster, forecast, plan, dry_run, headroom, mem_headroom)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    write_text(Path(path), render_report(cluster, forecast, plan, dry_run, headroom, mem_headroom))
