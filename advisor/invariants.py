@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from advisor.config import PlanSettings
-from advisor.core import Cluster
+from advisor.core import Cluster, HostState
 from advisor.optimize.demand import EPS, VMDemand, cpu_cap, mem_cap, over_headroom
 
 
@@ -73,6 +73,37 @@ def check_state(
                 members = ", ".join(group)
                 out.append(f"host {h}: anti-affinity group [{members}] has {', '.join(vms)} together")
     return out
+
+
+def check_end_rules(cluster: Cluster, placement: Mapping[str, str]) -> list[str]:
+    """Rules a final placement must meet that an intermediate state may still break: maintenance hosts
+    empty, pins respected, affinity groups together, unmovable VMs where they were."""
+    out = [
+        f"VM {v.name} may not move but is on {placement[v.name]}, not {v.host}"
+        for v in cluster.vms
+        if not (v.movable and v.live_migratable) and placement[v.name] != v.host
+    ]
+    for h in cluster.hosts:
+        left = sorted(vm for vm, host in placement.items() if host == h.name)
+        if h.state == HostState.MAINTENANCE and left:
+            out.append(f"host {h.name} is in maintenance but still runs {_names(left)}")
+    for vm, pins in cluster.rules.pins.items():
+        if placement[vm] not in pins:
+            out.append(f"VM {vm} runs on {placement[vm]}, outside its pins {', '.join(pins)}")
+    for group in cluster.rules.affinity:
+        where = {placement[vm] for vm in group}
+        if len(where) > 1:
+            out.append(f"affinity group [{', '.join(group)}] is split over {', '.join(sorted(where))}")
+    return out
+
+
+def placement_violations(
+    cluster: Cluster, demand: Mapping[str, VMDemand], placement: Mapping[str, str], settings: PlanSettings
+) -> list[str]:
+    """Everything a target placement breaks, judged alone (no baseline to excuse a hot host)."""
+    empty = Baseline(over={}, crowded={})
+    state = check_state(cluster, demand, {vm: (h,) for vm, h in placement.items()}, settings, empty)
+    return state + check_end_rules(cluster, placement)
 
 
 def _names(vms: list[str], most: int = 5) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from advisor.config import PlanSettings
 from advisor.core import VM, Cluster, Forecast, Host, HostState, PowerModel, Rules, VMForecast
-from advisor.invariants import Baseline, check_state
+from advisor.invariants import placement_violations
 from advisor.optimize.demand import demand_of
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -130,19 +130,4 @@ def placement_problems(
 ) -> list[str]:
     """Everything a target placement must satisfy, checked from scratch: headroom, anti-affinity,
     affinity, pins, maintenance hosts empty, unmovable VMs unmoved."""
-    demand = demand_of(cluster, forecast)
-    out = check_state(cluster, demand, {v: (h,) for v, h in placement.items()}, settings, Baseline({}, {}))
-    hosts = cluster.host_by_name
-    for v in cluster.vms:
-        where = placement[v.name]
-        if hosts[where].state == HostState.MAINTENANCE:
-            out.append(f"{v.name} on maintenance host {where}")
-        if not v.movable and where != v.host:
-            out.append(f"unmovable {v.name} moved")
-        pins = cluster.rules.pins.get(v.name)
-        if pins is not None and where not in pins:
-            out.append(f"{v.name} outside pins")
-    for group in cluster.rules.affinity:
-        if len({placement[v] for v in group}) > 1:
-            out.append(f"affinity {group} split")
-    return out
+    return placement_violations(cluster, demand_of(cluster, forecast), placement, settings)

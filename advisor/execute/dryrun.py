@@ -10,7 +10,7 @@ from typing import Any
 from advisor.config import PlanSettings
 from advisor.core import Cluster, Forecast, Host, HostState, Plan
 from advisor.errors import InputError
-from advisor.invariants import baseline_of, check_state
+from advisor.invariants import baseline_of, check_end_rules, check_state
 from advisor.optimize.demand import demand_of
 
 
@@ -108,15 +108,4 @@ def _final_checks(cluster: Cluster, plan: Plan, placement: dict[str, str]) -> li
         out.append(f"end: VM {vm} is on {placement.get(vm)}, the plan says {plan.placement.get(vm)}")
     if len(differ) > 10:
         out.append(f"end: {len(differ) - 10} more VMs are not where the plan puts them")
-    for h in cluster.hosts:
-        left = sorted(vm for vm, host in placement.items() if host == h.name)
-        if h.state == HostState.MAINTENANCE and left:
-            out.append(f"end: host {h.name} is in maintenance but still runs {', '.join(left[:5])}")
-    for vm, pins in cluster.rules.pins.items():
-        if placement[vm] not in pins:
-            out.append(f"end: VM {vm} runs on {placement[vm]}, outside its pins {', '.join(pins)}")
-    for group in cluster.rules.affinity:
-        where = {placement[vm] for vm in group}
-        if len(where) > 1:
-            out.append(f"end: affinity group [{', '.join(group)}] is split over {', '.join(sorted(where))}")
-    return out
+    return out + [f"end: {v}" for v in check_end_rules(cluster, placement)]
