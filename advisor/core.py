@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -230,7 +231,7 @@ class Cluster:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "cluster") -> Cluster:
         _check_schema(data, source)
-        try:
+        with _reading(source):
             hosts = tuple(_host_from_dict(h) for h in data["hosts"])
             vms = tuple(VM(**_known(VM, v, f"{source}: vm")) for v in data["vms"])
             r = data.get("rules", {})
@@ -240,10 +241,20 @@ class Cluster:
                 pins={k: tuple(v) for k, v in r.get("pins", {}).items()},
             )
             return cls(name=data["name"], hosts=hosts, vms=vms, rules=rules)
-        except KeyError as e:
-            raise InputError(f"{source}: missing key {e.args[0]!r}") from None
-        except TypeError as e:
-            raise InputError(f"{source}: {e}") from None
+
+
+@contextmanager
+def _reading(source: str) -> Iterator[None]:
+    """Turn what a malformed file raises while it is decoded into one InputError naming the file."""
+    try:
+        yield
+    except InputError as e:
+        msg = str(e)
+        raise InputError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+    except KeyError as e:
+        raise InputError(f"{source}: missing key {e.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise InputError(f"{source}: {e}") from None
 
 
 def _unique(kind: str, names: Iterable[str]) -> None:
@@ -328,7 +339,7 @@ class Forecast:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "forecast") -> Forecast:
         _check_schema(data, source)
-        try:
+        with _reading(source):
             return cls(
                 made_at=_parse_time(data["made_at"]),
                 horizon_s=int(data["horizon_s"]),
@@ -339,10 +350,6 @@ class Forecast:
                     for k, v in data["vms"].items()
                 },
             )
-        except KeyError as e:
-            raise InputError(f"{source}: missing key {e.args[0]!r}") from None
-        except TypeError as e:
-            raise InputError(f"{source}: {e}") from None
 
     def check_covers(self, cluster: Cluster) -> None:
         """A plan needs a forecast for every VM of the cluster it plans."""
@@ -459,7 +466,7 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "plan") -> Plan:
         _check_schema(data, source)
-        try:
+        with _reading(source):
             d = dict(_known(cls, data, source))
             d["created_at"] = _parse_time(d["created_at"])
             d["migrations"] = tuple(
@@ -471,10 +478,6 @@ class Plan:
             d["after"] = PlanFigures(**d["after"])
             d["bounds"] = Bounds(**d["bounds"])
             return cls(**d)
-        except KeyError as e:
-            raise InputError(f"{source}: missing key {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
-            raise InputError(f"{source}: {e}") from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "plan") -> Plan:

@@ -153,3 +153,20 @@ def test_plan_from_other_schema_or_bad_json_is_refused() -> None:
         Plan.from_dict({"schema_version": 99})
     with pytest.raises(InputError, match="not valid JSON"):
         Plan.from_json("{", "p.json")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["hosts"][0].update(cpu_cores=-4), "c.json: host h1: cpu_cores must be a positive number"),
+        (lambda d: d["vms"][0].update(host="ghost"), "c.json: VM a: runs on unknown host 'ghost'"),
+        (lambda d: d["vms"][0].pop("mem_mib"), "c.json: .*mem_mib"),
+        (lambda d: d["hosts"][1]["power"].update(curve_w=[5, 3]), "c.json: power.curve_w must not decrease"),
+        (lambda d: d.pop("hosts"), "c.json: missing key 'hosts'"),
+    ],
+)
+def test_bad_cluster_file_names_the_file_and_the_culprit(edit: object, message: str) -> None:
+    data = small_cluster().to_dict()
+    edit(data)  # type: ignore[operator]
+    with pytest.raises(InputError, match=message):
+        Cluster.from_dict(data, "c.json")
