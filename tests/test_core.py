@@ -158,7 +158,10 @@ def test_plan_from_other_schema_or_bad_json_is_refused() -> None:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda d: d["hosts"][0].update(cpu_cores=-4), "c.json: host h1: cpu_cores must be a positive number"),
+        (
+            lambda d: d["hosts"][0].update(cpu_cores=-4),
+            "c.json: host h1: cpu_cores must be a positive number",
+        ),
         (lambda d: d["vms"][0].update(host="ghost"), "c.json: VM a: runs on unknown host 'ghost'"),
         (lambda d: d["vms"][0].pop("mem_mib"), "c.json: .*mem_mib"),
         (lambda d: d["hosts"][1]["power"].update(curve_w=[5, 3]), "c.json: power.curve_w must not decrease"),
