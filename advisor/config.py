@@ -92,6 +92,7 @@ class PlanSettings(_Section):
     max_concurrent_per_host: int = Field(2, ge=1, description="migrations in flight per host and wave")
     bandwidth_mibps: float = Field(1000.0, gt=0, description="migration bandwidth for cost predictions")
     max_downtime_ms: float = Field(300.0, gt=0, description="downtime budget for cost predictions")
+    parallel_clusters: int = Field(1, ge=1, le=256, description="clusters planned at once, a process each")
 
 
 class OutputSettings(_Section):

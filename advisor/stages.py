@@ -59,11 +59,11 @@ def plan(
     fc: Forecast | None = None,
     progress: Progress = quiet,
 ) -> Plan:
-    from advisor.optimize import plan_cluster
+    from advisor.optimize import plan_fleet
 
     cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
     fc = fc or files.read_forecast(out / files.FORECAST_FILE)
-    result = plan_cluster(cluster, fc, cfg.plan, progress)
+    result = plan_fleet(cluster, fc, cfg.plan, progress)
     files.write_plan(out / files.PLAN_FILE, result)
     return result
 
