@@ -41,6 +41,7 @@ OutOpt = Annotated[
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+DEMO_PARETO_CAPS = [0.0, 0.05, 0.1, 0.2, 0.3]  # the demo shows what each extra migration buys
 
 
 def _user_errors(fn: F) -> F:
@@ -217,6 +218,13 @@ def plan(
     time_limit_s: Annotated[
         float | None, typer.Option(help="CP-SAT time limit, seconds [plan.time_limit_s, 20].")
     ] = None,
+    pareto_cap: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Also plan under this migration cap, for the energy/migration trade-off in OUT/pareto.json "
+            "and the report; repeat for several [plan.pareto_caps]."
+        ),
+    ] = None,
 ) -> None:
     """Choose a target placement and order its migrations into waves: OUT/plan.json."""
     cfg, out_dir = _config(
@@ -227,6 +235,7 @@ def plan(
             "plan.cpu_headroom": cpu_headroom,
             "plan.migration_cap": migration_cap,
             "plan.time_limit_s": time_limit_s,
+            "plan.pareto_caps": pareto_cap or None,
         },
     )
     with _progress("plan") as progress:
@@ -297,7 +306,7 @@ def demo(
     vms: Annotated[int | None, typer.Option(help="VMs in the synthetic cluster [400].")] = None,
 ) -> None:
     """The nightly job on the embedded synthetic cluster: no servers needed. Writes OUT/plan.json and
-    OUT/report.html."""
+    OUT/report.html, with an energy/migration sweep over a few migration caps."""
     from pipelines.nightly import run_nightly
 
     cfg, _ = _config(
@@ -308,6 +317,8 @@ def demo(
             "collect.synthetic.seed": seed,
             "collect.synthetic.hosts": hosts,
             "collect.synthetic.vms": vms,
+            "plan.pareto_caps": DEMO_PARETO_CAPS,
+            "plan.pareto_time_limit_s": 3.0,
         },
     )
     _run_nightly(cfg, run_nightly)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -93,6 +93,10 @@ class PlanSettings(_Section):
     bandwidth_mibps: float = Field(1000.0, gt=0, description="migration bandwidth for cost predictions")
     max_downtime_ms: float = Field(300.0, gt=0, description="downtime budget for cost predictions")
     parallel_clusters: int = Field(1, ge=1, le=256, description="clusters planned at once, a process each")
+    pareto_caps: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=list, description="migration caps of an energy/migration sweep; empty: none"
+    )
+    pareto_time_limit_s: float = Field(5.0, gt=0, description="CP-SAT time limit of each sweep point")
 
 
 class OutputSettings(_Section):

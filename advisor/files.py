@@ -14,6 +14,7 @@ METRICS_FILE = "metrics.parquet"
 FORECAST_FILE = "forecast.json"
 FORECAST_SUMMARY_FILE = "forecast_training.json"
 PLAN_FILE = "plan.json"
+PARETO_FILE = "pareto.json"
 DRYRUN_FILE = "dryrun.json"
 REPORT_FILE = "report.html"
 

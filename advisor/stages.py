@@ -60,11 +60,25 @@ def plan(
     progress: Progress = quiet,
 ) -> Plan:
     from advisor.optimize import plan_fleet
+    from advisor.optimize.pareto import pareto_sweep
 
     cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
     fc = fc or files.read_forecast(out / files.FORECAST_FILE)
     result = plan_fleet(cluster, fc, cfg.plan, progress)
     files.write_plan(out / files.PLAN_FILE, result)
+    pareto = out / files.PARETO_FILE
+    if cfg.plan.pareto_caps:
+        points = pareto_sweep(cluster, fc, cfg.plan, result, progress)
+        files.write_json(
+            pareto,
+            {
+                "cluster_fingerprint": result.cluster_fingerprint,
+                "forecast_fingerprint": result.forecast_fingerprint,
+                "points": [p.to_dict() for p in points],
+            },
+        )
+    else:
+        pareto.unlink(missing_ok=True)  # a sweep of an earlier plan would be shown beside this one
     return result
 
 
@@ -100,8 +114,20 @@ def report(
     the_plan = the_plan or files.read_plan(out / files.PLAN_FILE)
     if dry is None and (out / files.DRYRUN_FILE).exists():
         dry = files.read_json(out / files.DRYRUN_FILE, "run `advisor apply --dry-run`")
+    pareto = None
+    if (out / files.PARETO_FILE).exists():
+        sweep = files.read_json(out / files.PARETO_FILE, "run `advisor plan`")
+        if sweep.get("cluster_fingerprint") == the_plan.cluster_fingerprint:
+            pareto = sweep["points"]
     path = out / files.REPORT_FILE
     write_report(
-        path, cluster, fc, the_plan, dry, headroom=cfg.plan.cpu_headroom, mem_headroom=cfg.plan.mem_headroom
+        path,
+        cluster,
+        fc,
+        the_plan,
+        dry,
+        headroom=cfg.plan.cpu_headroom,
+        mem_headroom=cfg.plan.mem_headroom,
+        pareto=pareto,
     )
     return path

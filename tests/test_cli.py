@@ -149,3 +149,20 @@ dir = "{out}"
     assert json.loads((out / "dryrun.json").read_text())["ok"] is True
     report = (out / "report.html").read_text()
     assert plan.cluster in report and f"{len(plan.migrations)} migrations" in text
+
+
+def test_pareto_sweep_is_written_shown_and_cleared(stages_dir: Path, tmp_path: Path) -> None:
+    for name in ("cluster.json", "forecast.json"):
+        (tmp_path / name).write_text((stages_dir / name).read_text())
+    code, text = run(
+        "plan", "-o", str(tmp_path), "--time-limit-s", "2", "--pareto-cap", "0", "--pareto-cap", "0.2"
+    )
+    assert code == 0, text
+    points = json.loads((tmp_path / "pareto.json").read_text())["points"]
+    assert [p["migration_cap"] for p in points] == [0.0, 0.2, 0.5]  # the two caps and the plan itself
+    assert run("report", "-o", str(tmp_path))[0] == 0
+    assert 'id="plot-pareto"' in (tmp_path / "report.html").read_text()
+    assert run("plan", "-o", str(tmp_path), "--time-limit-s", "2")[0] == 0
+    assert not (tmp_path / "pareto.json").exists()  # an old sweep is never shown beside a new plan
+    assert run("report", "-o", str(tmp_path))[0] == 0
+    assert 'id="plot-pareto"' not in (tmp_path / "report.html").read_text()

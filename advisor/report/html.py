@@ -4,7 +4,7 @@ mailed or archived next to the plan it describes."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,11 @@ def render_report(
     dry_run: Mapping[str, Any] | None = None,
     headroom: float = 0.8,
     mem_headroom: float = 1.0,
+    pareto: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """The page for `plan` on `cluster` under `forecast`; `dry_run` is a DryRunResult.to_dict().
-    `headroom` and `mem_headroom` are the CPU and memory limits drawn on the plots."""
+    `headroom` and `mem_headroom` are the CPU and memory limits drawn on the plots; `pareto` holds the
+    points of an energy/migration sweep (ParetoPoint.to_dict()), plotted when given."""
     dry = figures.dry_run_view(dry_run) if dry_run is not None else None  # cheap checks before plotting
     loads = figures.host_loads(cluster, forecast, plan)
     migrations = figures.migration_rows(cluster, plan)
@@ -58,6 +60,14 @@ def render_report(
             plots.totals_figure(plan),
         ),
     ]
+    if pareto:
+        images.append(
+            (
+                "pareto",
+                "Energy per day against migrations under several migration caps: what each migration buys",
+                plots.pareto_figure(pareto, plan, plan.bounds.energy_kwh_per_day),
+            )
+        )
     stale = [
         what
         for what, made_for, current in (
@@ -99,6 +109,7 @@ def write_report(
     dry_run: Mapping[str, Any] | None = None,
     headroom: float = 0.8,
     mem_headroom: float = 1.0,
+    pareto: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
     """Render and write atomically, so a reader never opens half a page."""
-    write_text(Path(path), render_report(cluster, forecast, plan, dry_run, headroom, mem_headroom))
+    write_text(Path(path), render_report(cluster, forecast, plan, dry_run, headroom, mem_headroom, pareto))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -108,6 +108,63 @@ def totals_figure(plan: Plan) -> Figure:
         ax.set_ylim(0, max(max(values), 1e-9) * 1.18)
         ax.tick_params(labelsize=8)
         ax.spines[["top", "right"]].set_visible(False)
+    return fig
+
+
+def pareto_figure(points: Sequence[Mapping[str, Any]], plan: Plan, energy_bound: float) -> Figure:
+    """Energy per day against migrations, one point per migration cap of the sweep: what each extra
+    migration buys, the chosen plan marked, the energy lower bound as the floor."""
+    fig = Figure(figsize=(7.0, 3.2), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+
+    def beats(q: Mapping[str, Any], p: Mapping[str, Any]) -> bool:
+        return (q["migrations"], q["energy_kwh_per_day"]) < (p["migrations"], p["energy_kwh_per_day"]) and (
+            q["energy_kwh_per_day"] <= p["energy_kwh_per_day"]
+        )
+
+    feasible = [p for p in points if p["status"] != "infeasible"]
+    front = sorted(
+        (p for p in feasible if not any(beats(q, p) for q in feasible)), key=lambda p: p["migrations"]
+    )
+    rest = [p for p in points if p not in front]
+    ax.plot(
+        [p["migrations"] for p in front],
+        [p["energy_kwh_per_day"] for p in front],
+        "o-",
+        color=AFTER_COLOR,
+        label="sweep (Pareto front)",
+    )
+    for p in front:
+        ax.annotate(
+            f"cap {p['migration_cap']:g}",
+            (p["migrations"], p["energy_kwh_per_day"]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    if rest:
+        ax.plot(
+            [p["migrations"] for p in rest],
+            [p["energy_kwh_per_day"] for p in rest],
+            "x",
+            color=BEFORE_COLOR,
+            label="dominated",
+        )
+    ax.plot(
+        [len(plan.migrations)],
+        [plan.after.energy_kwh_per_day],
+        "*",
+        markersize=14,
+        color=OVER_COLOR,
+        label="this plan",
+    )
+    ax.plot([0], [plan.before.energy_kwh_per_day], "s", color=BEFORE_COLOR, label="no migration")
+    ax.axhline(energy_bound, color=BOUND_COLOR, linestyle="--", linewidth=1, label="lower bound")
+    ax.set_xlabel("migrations", fontsize=9)
+    ax.set_ylabel("energy (kWh/day)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=7, frameon=False)
     return fig
 
 
