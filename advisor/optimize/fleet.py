@@ -34,8 +34,8 @@ def split_by_cluster(cluster: Cluster, forecast: Forecast) -> list[tuple[Cluster
                 f"rules.affinity: group [{', '.join(group)}] spans clusters "
                 f"{', '.join(sorted({vm_label[vm] for vm in group}))}; VMs never move between clusters"
             )
-    for vm, hosts in cluster.rules.pins.items():
-        if not any(label_of[h] == vm_label[vm] for h in hosts):
+    for vm, pinned in cluster.rules.pins.items():
+        if not any(label_of[h] == vm_label[vm] for h in pinned):
             raise InputError(
                 f"rules.pins: VM {vm} is pinned only to hosts outside its cluster {vm_label[vm]}"
             )

@@ -18,7 +18,8 @@ from advisor.report import figures, plots
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The pages' templates (base.html holds the shared look); shared by the plan and what-if reports."""
     return jinja2.Environment(
         loader=jinja2.PackageLoader("advisor.report", "templates"),
         autoescape=True,  # VM, host and cluster names come from the inventory: never trusted as markup
@@ -77,7 +78,7 @@ def render_report(
         if made_for != current
     ]
     return (
-        _environment()
+        environment()
         .get_template("report.html")
         .render(
             version=__version__,
