@@ -32,6 +32,8 @@ app = typer.Typer(
 )
 err = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
+if not out_console.is_terminal:
+    out_console.width = 120  # logs and pipes: tables as wide as their content, not 80 columns
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML configuration file (default: built-in defaults).")
@@ -285,6 +287,114 @@ def report(config: ConfigOpt = None, out: OutOpt = None) -> None:
     cfg, out_dir = _config(config, out, {})
     path = stages.report(cfg, out_dir)
     out_console.print(f"report -> {path}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def whatif(
+    config: ConfigOpt = None,
+    scenarios: Annotated[
+        Path | None,
+        typer.Option(help="Scenarios TOML file, e.g. examples/whatif.toml [whatif.scenarios]."),
+    ] = None,
+    inputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--in", "-i", help="Directory with cluster.json, metrics and forecast.json [output.dir, 'out']."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Directory of the report and exports [whatif.out, <in>/whatif]."),
+    ] = None,
+) -> None:
+    """Capacity what-ifs on the collected cluster (growth, new VMs, hosts retired or added, maintenance,
+    headroom, power): each scenario is forecast, planned and scored; writes OUT/report.html,
+    OUT/summary.json and CSV exports."""
+    from advisor.whatif import run_whatif
+
+    cfg, in_dir = _config(
+        config,
+        inputs,
+        {"whatif.scenarios": str(scenarios) if scenarios else None, "whatif.out": str(out) if out else None},
+    )
+    if not cfg.whatif.scenarios:
+        raise AdvisorError("no scenarios: give --scenarios FILE (or whatif.scenarios in the config)")
+    out_dir = Path(cfg.whatif.out) if cfg.whatif.out else in_dir / "whatif"
+    with _progress("whatif") as progress:
+        summary = run_whatif(cfg, Path(cfg.whatif.scenarios), out_dir, progress)
+    table = Table()
+    table.add_column("scenario", no_wrap=True)
+    for col in ("hosts", "kWh/day", "CPU", "mem", "moves", "full in (days)"):
+        table.add_column(col, justify="right")
+    for s in summary["scenarios"]:
+        full = "-" if s["days_until_full"] is None else str(s["days_until_full"])
+        table.add_row(
+            s["scenario"],
+            str(s["active_hosts"]),
+            f"{s['energy_kwh_per_day']:.1f}",
+            f"{s['peak_cpu_util']:.0%}",
+            f"{s['peak_mem_util']:.0%}",
+            str(s["migrations"]),
+            full,
+        )
+    out_console.print(table)
+    out_console.print(f"report -> {out_dir / 'report.html'}", highlight=False)
+
+
+@app.command()
+@_user_errors
+def simulate(
+    config: ConfigOpt = None,
+    trace: Annotated[str, typer.Option(help="Day to replay: planetlab:FILE (vm,step,cpu; 288 steps).")] = "",
+    setup: Annotated[
+        str | None, typer.Option(help="cloudsim | realistic [simulate.setup, 'cloudsim'].")
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(help="thr-mmt | iqr-mmt | mad-mmt | lr-mmt | advisor [simulate.policy, 'advisor']."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run totals as one JSON object.")] = False,
+    report_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", help="Also write an HTML page: active hosts, energy, overloaded hosts per step."
+        ),
+    ] = None,
+) -> None:
+    """Replay a trace day in 300 s steps under a consolidation policy: energy, SLATAH, PDM, SLAV, ESV."""
+    import json
+
+    from advisor.simulate.report import write_report
+    from advisor.simulate.run import load_trace
+    from advisor.simulate.run import simulate as run_simulation
+
+    if not trace:
+        raise AdvisorError("--trace is required, e.g. --trace planetlab:20110303.csv.gz")
+    cfg, _ = _config(config, None, {"simulate.setup": setup, "simulate.policy": policy})
+    day = load_trace(trace)
+    with _progress("simulate") as progress:
+        result = run_simulation(day, cfg.simulate, progress=progress)
+    if report_to is not None:
+        write_report([result], report_to)
+    if as_json:
+        print(json.dumps(result.summary()))
+        return
+    table = Table(
+        title=f"{result.day}: {result.policy}, {result.setup} setup ({result.vms} VMs, {result.hosts} hosts)"
+    )
+    for col in ("energy kWh", "migrations", "SLATAH %", "PDM %", "SLAV x1e-5", "ESV x1e-3", "wall s"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        f"{result.energy_kwh:.2f}",
+        f"{result.migrations}",
+        f"{100 * result.slatah:.2f}",
+        f"{100 * result.pdm:.4f}",
+        f"{1e5 * result.slav:.2f}",
+        f"{1e3 * result.esv:.2f}",
+        f"{result.wall_s:.1f}",
+    )
+    out_console.print(table)
 
 
 @app.command()

@@ -99,6 +99,30 @@ class PlanSettings(_Section):
     pareto_time_limit_s: float = Field(5.0, gt=0, description="CP-SAT time limit of each sweep point")
 
 
+class WhatifSettings(_Section):
+    scenarios: str = Field("", description="scenarios TOML file (see examples/whatif.toml)")
+    out: str = Field("", description="what-if report and exports directory; empty: <output.dir>/whatif")
+
+
+class SimulateSettings(_Section):
+    """`advisor simulate`: replay a trace day under a consolidation policy (cloudsim or realistic setup)."""
+
+    setup: Literal["cloudsim", "realistic"] = Field("cloudsim", description="data-centre behaviour")
+    policy: Literal["thr-mmt", "iqr-mmt", "mad-mmt", "lr-mmt", "advisor"] = "advisor"
+    standby_after_s: float = Field(300.0, ge=0, description="realistic: idle seconds before a host sleeps")
+    standby_w: float = Field(5.0, ge=0, description="realistic: watts of a host in standby")
+    bandwidth_mibps: float = Field(62.5, gt=0, description="migration bandwidth (CloudSim: half of 1 Gbit/s)")
+    max_downtime_ms: float = Field(300.0, gt=0, description="realistic: pre-copy downtime budget")
+    dirty_mibps_per_core: float = Field(20.0, ge=0, description="realistic: memory dirtied per busy core")
+    quantile: float = Field(0.95, gt=0, lt=1, description="advisor policy: demand quantile it plans for")
+    window_steps: int = Field(12, ge=1, le=288, description="advisor policy: past steps the quantile reads")
+    headroom: float = Field(
+        1.0, gt=0, le=1, description="advisor policy: host CPU share (demand now) that triggers relief"
+    )
+    cooldown_steps: int = Field(12, ge=0, description="advisor policy: steps a moved VM stays put")
+    payback_h: float = Field(1.0, gt=0, description="advisor policy: hours an evacuation must pay back in")
+
+
 class OutputSettings(_Section):
     dir: str = "out"
 
@@ -108,6 +132,8 @@ class Config(_Section):
     forecast: ForecastSettings = Field(default_factory=ForecastSettings)
     plan: PlanSettings = Field(default_factory=PlanSettings)
     power: PowerSettings = Field(default_factory=PowerSettings)
+    whatif: WhatifSettings = Field(default_factory=WhatifSettings)
+    simulate: SimulateSettings = Field(default_factory=SimulateSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
 
 

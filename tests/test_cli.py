@@ -166,3 +166,27 @@ def test_pareto_sweep_is_written_shown_and_cleared(stages_dir: Path, tmp_path: P
     assert not (tmp_path / "pareto.json").exists()  # an old sweep is never shown beside a new plan
     assert run("report", "-o", str(tmp_path))[0] == 0
     assert 'id="plot-pareto"' not in (tmp_path / "report.html").read_text()
+
+
+def test_whatif_compares_scenarios_and_names_bad_keys(stages_dir: Path, tmp_path: Path) -> None:
+    scenarios = tmp_path / "s.toml"
+    scenarios.write_text(
+        '[defaults]\ntime_limit_s = 2\nmonths = 3\n\n[[scenario]]\nname = "today"\nplan_month = 0\n\n'
+        '[[scenario]]\nname = "double"\ngrowth_pct = 100\ngrowth_per = "horizon"\n'
+    )
+    code, text = run(
+        "whatif", "-i", str(stages_dir), "-o", str(tmp_path / "w"), "--scenarios", str(scenarios)
+    )
+    assert code == 0, text
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    today, double = summary["scenarios"]
+    assert (today["scenario"], double["scenario"]) == ("today", "double")
+    assert double["energy_kwh_per_day"] > today["energy_kwh_per_day"]  # twice the demand costs energy
+    assert "double" in text and (tmp_path / "w" / "report.html").exists()
+    scenarios.write_text('[[scenario]]\nname = "x"\ngrowth = 3\n')
+    code, text = run(
+        "whatif", "-i", str(stages_dir), "-o", str(tmp_path / "w2"), "--scenarios", str(scenarios)
+    )
+    assert code == 2 and "scenario 'x'" in text and "growth" in text and "Traceback" not in text
+    code, text = run("whatif", "-i", str(stages_dir))
+    assert code == 2 and "--scenarios" in text
