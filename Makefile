@@ -24,8 +24,9 @@ $(VENV)/.test: pyproject.toml | $(UV)
 demo: $(VENV)/.runtime
 	$(BIN)/advisor demo --out $(OUT)
 
-# Everything the tests need, then the whole suite.
+# Everything the tests need (Python packages; Prometheus, exporters and Chromium from apt, as root), then the suite.
 test: $(VENV)/.test
+	bash scripts/install-test-deps.sh
 	$(BIN)/pytest
 
 lint: $(VENV)/.test

@@ -137,7 +137,10 @@ def collect(
     out: OutOpt = None,
     source: Annotated[
         str | None,
-        typer.Option(help="synthetic | planetlab | bitbrains | csv | parquet [collect.source, 'synthetic']."),
+        typer.Option(
+            help="synthetic | planetlab | bitbrains | csv | parquet | prometheus "
+            "[collect.source, 'synthetic']."
+        ),
     ] = None,
     path: Annotated[
         list[str] | None, typer.Option("--path", "-p", help="Trace file; repeat for several [collect.paths].")

@@ -59,12 +59,49 @@ class TraceSettings(_Section):
     hosts: int = Field(0, ge=0, description="0: as many as first-fit needs, plus 10%")
 
 
+class PrometheusSettings(_Section):
+    """Where and how to read VM and host history from Prometheus.
+
+    Queries are PromQL templates; `$vm`, `$host`, `$window` (rate window), `$range` (the whole pulled span,
+    for size and capacity queries) and `$step` are substituted, `$$` is a literal `$`. VM queries return
+    cores and bytes per (`$vm`, `$host`) series; VM size and host capacity queries are instant queries at
+    the end of the span.
+    """
+
+    url: str = Field("http://127.0.0.1:9090", description="Prometheus base URL")
+    end: str = Field("", description="end of the pulled history, ISO 8601 UTC; empty: now")
+    range_h: float = Field(168.0, gt=0, le=24 * 400, description="hours of history to pull")
+    step_s: int = Field(300, ge=1, le=86_400, description="sample interval of the pulled history")
+    rate_window_s: int = Field(0, ge=0, description="window of rate(); 0: one step")
+    chunk_h: float = Field(24.0, gt=0, description="span of one range query (Prometheus caps its points)")
+    timeout_s: float = Field(30.0, gt=0, description="per-request timeout")
+    gzip: bool = Field(False, description="ask for compressed answers: slower to encode, for slow links")
+    on_gaps: Literal["error", "report"] = Field(
+        "error", description="gaps or stale series: fail, or keep the samples there are and report"
+    )
+    vm_label: str = Field("domain", description="label naming the VM")
+    host_label: str = Field("host", description="label naming the host (added by relabelling)")
+    vm_cpu: str = "sum by ($vm, $host) (rate(libvirt_domain_info_cpu_time_seconds_total[$window]))"
+    vm_mem: str = "max by ($vm, $host) (libvirt_domain_info_memory_usage_bytes)"
+    vm_vcpus: str = "max by ($vm) (max_over_time(libvirt_domain_info_virtual_cpus[$range]))"
+    vm_mem_size: str = "max by ($vm) (max_over_time(libvirt_domain_info_maximum_memory_bytes[$range]))"
+    host_cores: str = 'count by ($host) (last_over_time(node_cpu_seconds_total{mode="idle"}[$range]))'
+    host_mem: str = "max by ($host) (max_over_time(node_memory_MemTotal_bytes[$range]))"
+    username_env: str = Field("", description="env var holding the basic-auth user")
+    password_env: str = Field("", description="env var holding the basic-auth password")
+    token_env: str = Field("", description="env var holding a bearer token")
+    ca_file: str = Field("", description="CA bundle for an https URL; empty: the system's")
+
+
 class CollectSettings(_Section):
-    source: Literal["synthetic", "planetlab", "bitbrains", "csv", "parquet"] = "synthetic"
+    source: Literal["synthetic", "planetlab", "bitbrains", "csv", "parquet", "prometheus"] = "synthetic"
     paths: list[str] = Field(default_factory=list, description="trace files for a trace source")
-    inventory: str = Field("", description="cluster JSON for csv/parquet metrics; empty: synthesise hosts")
+    inventory: str = Field(
+        "", description="cluster JSON for csv/parquet/prometheus; empty: from the metrics or synthesised"
+    )
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
 
 
 class ForecastSettings(_Section):

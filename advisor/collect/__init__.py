@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from advisor.collect.prometheus import load_prometheus
 from advisor.collect.synthetic import generate
 from advisor.collect.traces import Progress, load_bitbrains, load_planetlab, load_table
 from advisor.config import CollectSettings, PowerSettings
 from advisor.core import Cluster
 from advisor.files import read_cluster
 
-__all__ = ["collect", "generate", "load_bitbrains", "load_planetlab", "load_table"]
+__all__ = ["collect", "generate", "load_bitbrains", "load_planetlab", "load_prometheus", "load_table"]
 
 
 def collect(
@@ -31,4 +32,6 @@ def collect(
     if source == "bitbrains":
         return load_bitbrains(paths, trace, power, progress=say)
     inventory = read_cluster(Path(settings.inventory)) if settings.inventory else None
+    if source == "prometheus":
+        return load_prometheus(settings.prometheus, inventory, power, progress=say)
     return load_table(paths, inventory, trace, power, fmt=source, progress=say)
