@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from advisor.core import PowerModel
 from advisor.errors import AdvisorError
+from advisor.files import read_toml
 
 
 class _Section(BaseModel):
@@ -178,14 +178,7 @@ def load_config(path: str | Path | None) -> Config:
     """Read and validate `path`; `None` gives the defaults. Errors name the file and the key."""
     if path is None:
         return Config()
-    p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise AdvisorError(f"{p}: no such configuration file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise AdvisorError(f"{p}: not valid TOML ({e})") from None
-    return parse_config(data, str(p))
+    return parse_config(read_toml(Path(path), "configuration"), str(path))
 
 
 def parse_config(data: dict, source: str = "config") -> Config:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from advisor.core import Cluster, Forecast, Plan
-from advisor.errors import InputError
+from advisor.errors import AdvisorError, InputError
 
 CLUSTER_FILE = "cluster.json"
 METRICS_FILE = "metrics.parquet"
@@ -26,6 +27,16 @@ def read_json(path: Path, hint: str) -> Any:
         raise InputError(f"{path}: no such file ({hint})") from None
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file the user wrote (`what`: "configuration", "scenarios"), or one line saying what is wrong."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdvisorError(f"{path}: no such {what} file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise AdvisorError(f"{path}: not valid TOML ({e})") from None
 
 
 def write_text(path: Path, text: str) -> None:

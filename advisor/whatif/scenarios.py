@@ -8,7 +8,6 @@ CPU and memory forecast and its memory reservation: the fluid picture of more VM
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from advisor.config import PowerSettings
 from advisor.errors import AdvisorError
+from advisor.files import read_toml
 
 DAYS_PER_MONTH = 365.25 / 12
 
@@ -110,13 +110,7 @@ class ScenarioFile(_Strict):
 
 def load_scenarios(path: Path) -> list[Scenario]:
     """Read and validate `path`. Every error is one AdvisorError naming the file, the scenario and the key."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise AdvisorError(f"{path}: no such scenarios file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise AdvisorError(f"{path}: not valid TOML ({e})") from None
-    return parse_scenarios(data, str(path))
+    return parse_scenarios(read_toml(path, "scenarios"), str(path))
 
 
 def parse_scenarios(data: dict[str, Any], source: str = "scenarios") -> list[Scenario]:
