@@ -118,6 +118,9 @@ class ForecastSettings(_Section):
 
 class PlanSettings(_Section):
     goal: Literal["consolidate", "balance"] = "consolidate"
+    balance_w_per_pct: float = Field(
+        10.0, ge=0, description="goal balance: watts-equivalent of one percentage point of peak CPU"
+    )
     cpu_headroom: float = Field(0.8, gt=0, le=1, description="max host CPU utilisation at forecast P95")
     mem_headroom: float = Field(1.0, gt=0, le=1, description="max share of host memory VMs may reserve")
     migration_cap: float = Field(0.5, ge=0, le=1, description="max share of VMs moved by one plan")

@@ -89,6 +89,16 @@ def test_goal_balance_lowers_the_peak_and_powers_nothing_off() -> None:
     assert {m.reason for m in plan.migrations} == {MigrationReason.BALANCE}
 
 
+def test_balance_weight_is_what_a_point_of_peak_is_worth_against_migrations() -> None:
+    hosts = [host(f"h{i}", cores=16) for i in range(4)]
+    vms = [vm(f"v{i}", "h0" if i < 6 else "h1", 8) for i in range(8)]
+    cluster, forecast = instance(hosts, vms, {v.name: 2.0 for v in vms})  # h0 at 75%, within headroom
+    free = plan_cluster(cluster, forecast, PlanSettings(goal="balance", balance_w_per_pct=0.0, **FAST))
+    assert free.migrations == () and free.after.peak_cpu_util == free.before.peak_cpu_util  # nothing to gain
+    keen = plan_cluster(cluster, forecast, PlanSettings(goal="balance", balance_w_per_pct=50.0, **FAST))
+    assert keen.migrations and keen.after.peak_cpu_util < free.after.peak_cpu_util
+
+
 CONTRADICTIONS = {
     "affinity and anti-affinity": (
         Rules(affinity=(("a", "b"),), anti_affinity=(("a", "b"),)),

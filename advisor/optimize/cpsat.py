@@ -4,7 +4,7 @@ Each item may only go to a few candidate hosts: where its VMs run now, where the
 `candidate_hosts` others ranked by how cheaply they take it in the hint's state (hosts it fits first,
 then least power increase, or lowest resulting utilisation for goal balance). The objective is in
 deci-watts: idle draw of running hosts, a linear (lower-convex-hull) dynamic draw from P50 CPU, and the
-migration cost; goal balance swaps energy for the peak CPU utilisation (`BALANCE_W_PER_PCT`) and the
+migration cost; goal balance swaps energy for the peak CPU utilisation (`plan.balance_w_per_pct`) and the
 idle draw of woken hosts.
 
 Small clusters are solved as one model. Past `FULL_MODEL_VARS` candidate pairs one model stops paying:
@@ -27,7 +27,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from advisor.optimize.power import hull_lines
-from advisor.optimize.problem import BALANCE_W_PER_PCT, CPU_SCALE, Loads, Problem
+from advisor.optimize.problem import CPU_SCALE, Loads, Problem
 
 UNIT = 10  # objective unit: deci-watts
 SEED = 20240601
@@ -286,7 +286,7 @@ class _Model:
             self.model.add(self._sum(h, weight) + fixed <= peak * round(host.cpu_cores * CPU_SCALE))
             if h in self.y and not self.p.up[h]:
                 self.cost(self.y[h], UNIT * (host.power.idle_w - host.power.standby_w))
-        self.cost(peak, UNIT * BALANCE_W_PER_PCT * 100 / 1000)
+        self.cost(peak, UNIT * self.p.settings.balance_w_per_pct * 100 / 1000)
         self.hints[peak] = min(1000, math.ceil(self.hint.peak_util() * 1000 - 1e-9))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from advisor.optimize.problem import BALANCE_W_PER_PCT, CPU_SCALE, Loads, Problem
+from advisor.optimize.problem import CPU_SCALE, Loads, Problem
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def _lower_peak(state: Loads) -> None:
     p = state.p
     n = len(p.hosts)
     moves = p.moves(state.assign)
-    weight = BALANCE_W_PER_PCT * 100.0
+    weight = p.settings.balance_w_per_pct * 100.0
     for _ in range(len(p.items)):
         ranked = sorted((h for h in range(n) if state.active(h)), key=lambda h: -state.util(h))
         if len(ranked) < 2:

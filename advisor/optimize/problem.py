@@ -22,7 +22,6 @@ from advisor.core import VM, Cluster, Forecast, Host, HostState, MigrationReason
 from advisor.optimize.demand import VMDemand, demand_of
 
 CPU_SCALE = 1000  # integer CPU unit: milli-cores
-BALANCE_W_PER_PCT = 10.0  # goal "balance": watts-equivalent of one percentage point of peak CPU
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class Problem:
         state = Loads(self, assign)
         move = sum(item.cost(h) for item, h in zip(self.items, assign, strict=True))
         if self.goal == "balance":
-            return BALANCE_W_PER_PCT * 100.0 * state.peak_util() + state.wake_w() + move
+            return self.settings.balance_w_per_pct * 100.0 * state.peak_util() + state.wake_w() + move
         return sum(state.watts(h) for h in range(len(self.hosts))) + move
 
 
