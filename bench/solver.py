@@ -27,6 +27,7 @@ from advisor.execute import dry_run
 from advisor.invariants import placement_violations
 from advisor.optimize import plan_cluster
 from advisor.optimize.bounds import lower_bounds
+from advisor.optimize.demand import demand_of
 from advisor.optimize.figures import active_after, active_before, placement_figures
 from advisor.optimize.heuristics import ffd, pabfd, pabfd2d
 from advisor.optimize.problem import build_problem
@@ -37,10 +38,8 @@ SETTINGS = PlanSettings()
 
 
 def _figures(cluster: Cluster, forecast: Forecast, target: dict[str, str]) -> dict[str, Any]:
-    problem = build_problem(cluster, forecast, SETTINGS)
-    fig = placement_figures(
-        cluster, problem.demand, target, active_after(cluster, target, SETTINGS.goal), SETTINGS
-    )
+    demand = demand_of(cluster, forecast)
+    fig = placement_figures(cluster, demand, target, active_after(cluster, target, SETTINGS.goal), SETTINGS)
     moved = [v for v in cluster.vms if target[v.name] != v.host]
     return {
         "hosts_active": fig.active_hosts,
@@ -48,7 +47,7 @@ def _figures(cluster: Cluster, forecast: Forecast, target: dict[str, str]) -> di
         "migrations": len(moved),
         "mem_moved_gib": round(sum(v.mem_mib for v in moved) / GIB, 1),
         "max_cpu_util": round(fig.peak_cpu_util, 4),
-        "violations": len(placement_violations(cluster, problem.demand, target, SETTINGS)),
+        "violations": len(placement_violations(cluster, demand, target, SETTINGS)),
     }
 
 
