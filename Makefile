@@ -16,15 +16,18 @@ $(VENV)/.runtime: pyproject.toml | $(UV)
 	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -e .
 	touch $@
 
+# libvirt-python builds against libvirt-dev, which install-test-deps.sh brings.
 $(VENV)/.test: pyproject.toml | $(UV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -e ".[test]"
+	bash scripts/install-test-deps.sh
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -e ".[test,libvirt]"
 	touch $@ $(VENV)/.runtime
 
 # The nightly job on the embedded synthetic cluster: writes $(OUT)/plan.json and $(OUT)/report.html.
 demo: $(VENV)/.runtime
 	$(BIN)/advisor demo --out $(OUT)
 
-# Everything the tests need (Python packages; Prometheus, exporters and Chromium from apt, as root), then the suite.
+# Everything the tests need (apt, as root: Prometheus, exporters, Chromium, libvirt and QEMU 10 for the
+# two-host test bed; Python packages), then the suite.
 test: $(VENV)/.test
 	bash scripts/install-test-deps.sh
 	$(BIN)/pytest

@@ -1,0 +1,1 @@
+"""libvirt plumbing shared by the libvirt collector and the live-migration executor."""
