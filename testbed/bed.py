@@ -24,6 +24,7 @@ import libvirt
 from advisor.virt.connection import start_event_loop
 from testbed.guest import GuestImage, GuestSpec, Heartbeat, build_image, domain_xml, heartbeats
 
+
 @dataclass
 class Host:
     """One libvirt host of the bed."""
@@ -236,7 +237,9 @@ exec libvirtd --listen --config /etc/libvirt/libvirtd.conf --pid-file /run/libvi
             dom.create()
         return dom
 
-    def wait_heartbeats(self, letter: str, name: str, count: int = 2, timeout_s: float = 60.0) -> list[Heartbeat]:
+    def wait_heartbeats(
+        self, letter: str, name: str, count: int = 2, timeout_s: float = 60.0
+    ) -> list[Heartbeat]:
         """Wait until a guest has written `count` heartbeats on a host; returns them all."""
         log = self.hosts[letter].serial_log(name)
         deadline = time.monotonic() + timeout_s

@@ -11,7 +11,6 @@ import gzip
 import io
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -142,12 +141,3 @@ def heartbeats(serial_log: Path) -> list[Heartbeat]:
         return []
     text = serial_log.read_text(errors="replace")
     return [Heartbeat(int(n), float(t), float(d), int(b)) for n, t, d, b in _HB.findall(text)]
-
-
-def copy_image(image: GuestImage, directory: Path) -> GuestImage:
-    """A private copy, so a test can delete its bed without touching the shared cache."""
-    directory.mkdir(parents=True, exist_ok=True)
-    kernel, initrd = directory / image.kernel.name, directory / image.initrd.name
-    shutil.copyfile(image.kernel, kernel)
-    shutil.copyfile(image.initrd, initrd)
-    return GuestImage(kernel, initrd)
