@@ -192,3 +192,27 @@ def test_unset_credential_variable_names_the_key(monkeypatch: pytest.MonkeyPatch
     match = "collect.prometheus.token_env: environment variable NO_SUCH_TOKEN_VAR"
     with pytest.raises(AdvisorError, match=match):
         load_prometheus(_settings(token_env="NO_SUCH_TOKEN_VAR", range_h=1), None, POWER)
+
+
+# Prometheus 2.42 sends `warnings` only when a remote-read or store fails part of a query: a fault the tests
+# cannot produce on a local server, so a stand-in answers with Prometheus' documented envelope.
+PARTIAL = (
+    b'{"status":"success","data":{"resultType":"matrix","result":[]},'
+    b'"warnings":["remote_read: store eu-1 unavailable, results may be incomplete"]}'
+)
+
+
+def test_partial_data_warning_fails_by_default() -> None:
+    with _http_server(200, PARTIAL, []) as url, pytest.raises(AdvisorError) as err:
+        load_prometheus(_settings(url=url, range_h=1), None, POWER)
+    assert str(err.value) == (
+        f"Prometheus at {url} warned of partial data: remote_read: store eu-1 unavailable, results may be "
+        'incomplete (collect.prometheus.on_gaps = "report" keeps what there is)'
+    )
+
+
+def test_partial_data_warning_is_reported_with_on_gaps_report() -> None:
+    said: list[str] = []
+    with _http_server(200, PARTIAL, []) as url, pytest.raises(InputError, match="no VM series"):
+        load_prometheus(_settings(url=url, range_h=1, on_gaps="report"), None, POWER, said.append)
+    assert any("warned of partial data: remote_read: store eu-1 unavailable" in line for line in said)

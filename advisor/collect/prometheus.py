@@ -295,7 +295,9 @@ class Source:
     def __init__(self, settings: PrometheusSettings) -> None:
         self.settings = settings
         self.where = f"Prometheus at {shown_url(settings.url)}"
+        self.warnings: list[str] = []
         session = requests.Session()
+        session.hooks["response"].append(self._keep_warnings)
         session.verify = settings.ca_file or True
         # Prometheus gzips a large answer slower than a LAN carries it (issue 8's benchmark: 1.5 s of 2.3 s)
         headers = {} if settings.gzip else {"Accept-Encoding": "identity"}
@@ -315,6 +317,17 @@ class Source:
             timeout=settings.timeout_s,
             retry=Retry(total=2, connect=2, read=False, status=0, other=0, backoff_factor=0.2),
         )
+
+    def _keep_warnings(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Prometheus' `warnings` (partial data, e.g. a failed remote-read or store) that
+        prometheus-api-client drops. A cheap byte search first: large answers are not parsed twice."""
+        if response.status_code != 200 or b'"warnings"' not in response.content:
+            return
+        try:
+            found = response.json().get("warnings") or []
+        except ValueError:
+            return
+        self.warnings.extend(str(w) for w in found if str(w) not in self.warnings)
 
     def range(self, name: str, query: str, first: int, last: int, step: int) -> Series:
         start, end = pd.Timestamp(first, unit="s", tz="UTC"), pd.Timestamp(last, unit="s", tz="UTC")
@@ -429,6 +442,11 @@ def load_prometheus(
     say(f"pulling {grid.points} steps of {grid.step} s ending {_when(grid.end)}")
     source = Source(settings)
     cpu, mem, hosts_of = pull(source, grid, say)
+    if source.warnings:
+        said = f"{source.where} warned of partial data: " + "; ".join(source.warnings[:SHOWN])
+        if settings.on_gaps == "error":
+            raise AdvisorError(f'{said} (collect.prometheus.on_gaps = "report" keeps what there is)')
+        say(said)
     if inventory is not None:
         cluster = inventory
         extra = sorted(set(hosts_of) - set(inventory.vm_by_name))
