@@ -19,7 +19,7 @@ $(VENV)/.runtime: pyproject.toml | $(UV)
 # libvirt-python builds against libvirt-dev, which install-test-deps.sh brings.
 $(VENV)/.test: pyproject.toml | $(UV)
 	bash scripts/install-test-deps.sh
-	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -e ".[test,libvirt]"
+	VIRTUAL_ENV=$(VENV) $(UV) pip install -q -e ".[test,libvirt,ray]"
 	touch $@ $(VENV)/.runtime
 
 # The nightly job on the embedded synthetic cluster: writes $(OUT)/plan.json and $(OUT)/report.html.

@@ -76,3 +76,30 @@ def random_cluster(
         },
     )
     return cluster, forecast
+
+
+def random_history(
+    forecast: Forecast, days: int, step_s: int, seed: int, shared: float = 0.6
+) -> tuple[list[str], np.ndarray]:
+    """`days` + 1 days of CPU per VM (cores; rows in the forecast's VM order), for the joint peak model:
+    a daily wave (amplitude 20-80% of the level) times lognormal noise (sigma 0.25) per step. `shared`
+    of the VMs follow one office-hours phase (within an hour), the rest a random phase (batch jobs,
+    other time zones). Rows are scaled so that each VM's P95 over the first `days` is its forecast P95;
+    the last day is the held-out future."""
+    rng = np.random.default_rng(seed + 7919)
+    names = list(forecast.vms)
+    per_day = 86_400 // step_s
+    t = np.arange((days + 1) * per_day) / per_day * 2 * np.pi
+    common = rng.uniform(0, 2 * np.pi)
+    phase = np.where(
+        rng.random(len(names)) < shared,
+        common + rng.normal(0, 2 * np.pi / 24, len(names)),
+        rng.uniform(0, 2 * np.pi, len(names)),
+    )
+    amp = rng.uniform(0.2, 0.8, len(names))
+    wave = 1.0 + amp[:, None] * np.sin(t[None, :] + phase[:, None])
+    cpu = wave * rng.lognormal(0.0, 0.25, (len(names), len(t)))
+    k = max(int(np.ceil(0.95 * days * per_day)) - 1, 0)
+    own = np.partition(cpu[:, : days * per_day], k, axis=1)[:, k]
+    p95 = np.array([forecast.vms[n].cpu_p95 for n in names])
+    return names, (cpu * (p95 / own)[:, None]).astype(np.float32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from optimize_instances import host, instance, vm
 
@@ -69,3 +71,26 @@ def test_rules_only_another_cluster_could_meet_are_named(rules: Rules, message: 
     cluster, forecast = two_clusters(rules)
     with pytest.raises(InputError, match=message):
         plan_fleet(cluster, forecast, FAST)
+
+
+@pytest.mark.slow  # starting a local Ray takes 10-60 s; skipped where Ray (an optional extra) is absent
+def test_ray_plans_the_same_clusters_as_processes() -> None:
+    ray = pytest.importorskip("ray")
+    cluster, forecast = two_clusters(Rules(anti_affinity=(("x0", "y0"),)))
+    settings = FAST.model_copy(update={"engine": "ray", "workers": 1})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = plan_fleet(cluster, forecast, settings)
+        assert ray.is_initialized()  # a Ray the caller started is the caller's to stop
+    finally:
+        ray.shutdown()
+    local = plan_fleet(cluster, forecast, FAST.model_copy(update={"workers": 1}))
+    assert on_ray.placement == local.placement and on_ray.after == local.after
+    assert dry_run(cluster, forecast, on_ray, settings).ok
+
+
+def test_ray_missing_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    cluster, forecast = two_clusters()
+    with pytest.raises(InputError, match='plan.engine = "ray" needs Ray'):
+        plan_fleet(cluster, forecast, FAST.model_copy(update={"engine": "ray"}))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,12 +11,13 @@ from optimize_instances import CURVED, host, instance, random_instance, vm
 
 from advisor.config import PlanSettings
 from advisor.core import PowerModel
-from advisor.optimize.bounds import lower_bounds
+from advisor.optimize.bounds import energy_bound_w, energy_bound_within_w, lower_bounds, objective_bound_w
 from advisor.optimize.cpsat import solve_cpsat
+from advisor.optimize.evacuate import evacuate
 from advisor.optimize.figures import active_after, placement_figures
 from advisor.optimize.heuristics import HEURISTICS
 from advisor.optimize.power import hull_lines, hull_watts
-from advisor.optimize.problem import build_problem
+from advisor.optimize.problem import Loads, build_problem
 
 
 def test_the_hull_of_a_linear_model_is_the_model() -> None:
@@ -98,3 +101,50 @@ def test_curved_hosts_keep_the_bound_below_the_heuristics() -> None:
             PlanSettings(),
         )
         assert bound <= fig.energy_kwh_per_day
+
+
+def test_the_bound_within_a_migration_budget_by_hand() -> None:
+    # two 10-core hosts (100 W idle, 200 W max, 10 W standby), a VM of 4 cores P95 (2.4 P50) on each:
+    # moving nothing keeps both on (2 x 124 W); one move lets one host sleep (100 + 48 + 10 W).
+    power = PowerModel(idle_w=100, max_w=200, standby_w=10)
+    hosts = [host(f"h{i}", cores=10, power=power) for i in range(2)]
+    vms = [vm(f"v{i}", f"h{i}", 4) for i in range(2)]
+    cluster, forecast = instance(hosts, vms, {v.name: 4.0 for v in vms})
+    problem = build_problem(cluster, forecast, PlanSettings(cpu_headroom=1.0))
+    assert energy_bound_within_w(problem, 0) == pytest.approx(248.0, rel=1e-6)
+    assert energy_bound_within_w(problem, 1) == pytest.approx(158.0, rel=1e-6)
+    assert energy_bound_w(problem) == pytest.approx(140.0, rel=1e-6)  # 0.8 of a host on, fluid
+
+
+def test_a_budget_below_the_forced_moves_has_no_bound() -> None:
+    hosts = [host("m", state="maintenance"), host("h1"), host("h2")]
+    cluster, forecast = instance(hosts, [vm("a", "m"), vm("b", "m")], {"a": 1.0, "b": 1.0})
+    problem = build_problem(cluster, forecast, PlanSettings())
+    assert energy_bound_within_w(problem, 1) is None
+    assert energy_bound_within_w(problem, 2) is not None
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), util=st.floats(0.2, 0.55))
+def test_budget_bounds_sit_between_the_plain_bound_and_plans_moving_as_few(seed: int, util: float) -> None:
+    cluster, forecast = random_instance(seed, 8, 40, util, overloaded=1)
+    problem = build_problem(cluster, forecast, PlanSettings(migration_cap=1.0))
+    if problem.contradictions:
+        return
+    plain = energy_bound_w(problem)
+    previous = math.inf
+    for result in sorted(
+        (h(problem) for h in HEURISTICS["consolidate"]), key=lambda r: problem.moves(r.assign)
+    ):
+        if not result.complete:
+            continue
+        moves = problem.moves(result.assign)
+        bound = energy_bound_within_w(problem, moves)
+        assert bound is not None and plain - 1e-6 <= bound <= previous + 1e-6
+        assert bound <= float(Loads(problem, result.assign).watts_all().sum()) + 1e-6
+        previous = bound
+    best = objective_bound_w(problem)
+    assert best is not None
+    for result in (*(h(problem) for h in HEURISTICS["consolidate"]), evacuate(problem, None, math.inf)):
+        if result is not None and all(h >= 0 for h in result.assign):
+            assert best <= problem.objective(result.assign) + 1e-6

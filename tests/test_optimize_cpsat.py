@@ -81,22 +81,31 @@ def test_candidates_keep_current_and_hint_hosts_and_cut_the_rest() -> None:
         assert len(candidates[i]) <= 2 + len(set(item.vm_hosts)) + 1
 
 
-def test_the_neighbourhood_search_improves_a_poor_hint_and_stays_feasible(monkeypatch) -> None:  # noqa: ANN001
+def test_the_neighbourhood_search_lowers_the_peak_and_stays_feasible(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(cpsat, "FULL_MODEL_VARS", 0)
     monkeypatch.setattr(cpsat, "ROUND_HOSTS", 6)
     monkeypatch.setattr(cpsat, "ROUND_LIMIT_S", 0.3)
-    power = PowerModel(idle_w=100, max_w=200, standby_w=10)
-    hosts = [host(f"h{i:02d}", cores=10, power=power) for i in range(12)]
-    vms = [vm(f"v{i:02d}", f"h{i % 12:02d}", 4) for i in range(24)]
-    cluster, forecast = instance(hosts, vms, {v.name: 2.0 + (i % 3) for i, v in enumerate(vms)})
-    plan_settings = PlanSettings(**FREE_MOVES)
+    hosts = [host(f"h{i:02d}", cores=10) for i in range(12)]
+    vms = [vm(f"v{i:02d}", "h00" if i < 6 else f"h{i % 11 + 1:02d}", 4) for i in range(24)]
+    cpu = {v.name: 1.3 if v.host == "h00" else 1.0 for v in vms}  # h00 at 78%, the others at 10-20%
+    cluster, forecast = instance(hosts, vms, cpu)
+    plan_settings = PlanSettings(goal="balance", **FREE_MOVES)
     problem = build_problem(cluster, forecast, plan_settings)
-    hint = list(problem.start)  # every host busy at 40-60%: lots to consolidate
+    hint = list(problem.start)
     result = solve_cpsat(problem, hint, 3.0, 1)
     assert result.rounds > 1 and result.improved >= 1 and result.restricted
     assert result.assign is not None
     assert problem.objective(result.assign) < problem.objective(hint)
     assert placement_problems(cluster, forecast, problem.placement(result.assign), plan_settings) == []
+
+
+def test_past_one_model_consolidation_keeps_the_hint_for_the_host_emptying_search(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(cpsat, "FULL_MODEL_VARS", 0)
+    cluster, forecast = random_instance(2, 8, 40, 0.4)
+    problem = build_problem(cluster, forecast, PlanSettings())
+    hint = pabfd2d(problem).assign
+    result = solve_cpsat(problem, hint, 3.0, 1)
+    assert result.assign == tuple(hint) and result.rounds == 0 and result.status == "skipped"
 
 
 def test_anti_affinity_and_unmovable_vms_hold_inside_the_model() -> None:

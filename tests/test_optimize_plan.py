@@ -8,7 +8,8 @@ from optimize_instances import host, instance, placement_problems, random_instan
 from advisor.config import PlanSettings
 from advisor.core import HostState, MigrationReason, Plan, PlanStatus, Rules
 from advisor.errors import InputError
-from advisor.optimize import plan_cluster
+from advisor.optimize import cpsat, plan_cluster
+from advisor.optimize import plan as plan_module
 from advisor.optimize.heuristics import HEURISTICS, HeuristicResult
 
 FAST = {"time_limit_s": 2.0}
@@ -165,12 +166,25 @@ def test_an_empty_cluster_plans_to_standby() -> None:
     assert plan.standby == ("h1",) and plan.after.active_hosts == 0
 
 
-def test_cpsat_alone_plans_when_every_heuristic_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    def gives_up(problem) -> HeuristicResult:  # noqa: ANN001
-        n = len(problem.items)
-        return HeuristicResult("gives-up", (-1,) * n, tuple(range(n)))
+def gives_up(problem) -> HeuristicResult:  # noqa: ANN001
+    n = len(problem.items)
+    return HeuristicResult("gives-up", (-1,) * n, tuple(range(n)))
 
+
+def test_host_emptying_search_plans_when_every_heuristic_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(HEURISTICS, "consolidate", (gives_up,))
+    monkeypatch.setattr(cpsat, "FULL_MODEL_VARS", 0)  # CP-SAT keeps what the search found
+    cluster, forecast = random_instance(4, 6, 30, 0.4, overloaded=1)
+    plan = plan_cluster(cluster, forecast, PlanSettings(**FAST))
+    assert plan.status != PlanStatus.INFEASIBLE and plan.solver == "evacuation"
+    assert plan.after.active_hosts < plan.before.active_hosts
+    assert placement_problems(cluster, forecast, plan.placement, PlanSettings()) == []
+    assert chains_reach_the_target(cluster, plan)
+
+
+def test_cpsat_alone_plans_when_every_heuristic_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(HEURISTICS, "consolidate", (gives_up,))
+    monkeypatch.setattr(plan_module, "evacuate", lambda *_: None)
     cluster, forecast = random_instance(4, 6, 30, 0.4, overloaded=1)
     plan = plan_cluster(cluster, forecast, PlanSettings(**FAST))
     assert plan.status != PlanStatus.INFEASIBLE and plan.solver == "cp-sat"

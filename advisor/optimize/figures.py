@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping
 
 from advisor.config import PlanSettings
 from advisor.core import Cluster, HostState, PlanFigures
-from advisor.optimize.demand import EPS, VMDemand, cpu_cap, mem_cap
+from advisor.optimize.demand import EPS, JointHistory, VMDemand, cpu_cap, mem_cap
 
 HOURS_PER_DAY = 24.0
 
@@ -56,12 +56,18 @@ def placement_figures(
     placement: Mapping[str, str],
     active: Collection[str],
     settings: PlanSettings,
+    history: JointHistory | None = None,
 ) -> PlanFigures:
+    """Peaks are sums of the VMs' P95s, or with `history` (peak model joint) the P95 of their sum."""
     cpu = {h.name: 0.0 for h in cluster.hosts}
     mem = {h.name: 0.0 for h in cluster.hosts}
+    on: dict[str, list[str]] = {h.name: [] for h in cluster.hosts}
     for vm, host in placement.items():
         cpu[host] += demand[vm].cpu_p95
         mem[host] += demand[vm].mem_mib
+        on[host].append(vm)
+    if history is not None:
+        cpu = {h: history.peak(vms) for h, vms in on.items()}
     over = sum(
         1
         for h in cluster.hosts

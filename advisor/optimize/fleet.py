@@ -1,4 +1,4 @@
-"""A fleet is planned cluster by cluster, in parallel processes.
+"""A fleet is planned cluster by cluster, in parallel processes or as Ray tasks (`plan.engine`).
 
 Migrations never cross a host's `cluster` label (clusters share network and storage inside, not
 across), so each cluster's plan is an independent pure function of its own hosts, VMs, rules and
@@ -7,14 +7,17 @@ forecast. The fleet's plan is the union of the clusters' plans.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
+from datetime import datetime
 
 from advisor.config import PlanSettings
 from advisor.core import Bounds, Cluster, Forecast, Plan, PlanFigures, PlanStatus, Rules
 from advisor.errors import InputError
+from advisor.optimize.demand import JointHistory
 from advisor.optimize.plan import plan_cluster
 
 _WORST_FIRST = (PlanStatus.INFEASIBLE, PlanStatus.FEASIBLE, PlanStatus.OPTIMAL)
@@ -104,8 +107,13 @@ def _add(figures: Sequence[PlanFigures]) -> PlanFigures:
     )
 
 
-def _plan_part(part: tuple[Cluster, Forecast], settings: PlanSettings) -> Plan:
-    return plan_cluster(part[0], part[1], settings)
+def _plan_part(
+    part: tuple[Cluster, Forecast],
+    settings: PlanSettings,
+    moved_at: Mapping[str, datetime],
+    history: JointHistory | None,
+) -> Plan:
+    return plan_cluster(part[0], part[1], settings, moved_at=moved_at, history=history)
 
 
 def plan_fleet(
@@ -113,18 +121,53 @@ def plan_fleet(
     forecast: Forecast,
     settings: PlanSettings,
     progress: Callable[[str], None] | None = None,
+    moved_at: Mapping[str, datetime] | None = None,
+    history: JointHistory | None = None,
 ) -> Plan:
-    """plan_cluster for each cluster of the inventory, `settings.parallel_clusters` at a time."""
+    """plan_cluster for each cluster of the inventory, `settings.parallel_clusters` at a time.
+    `moved_at`: when VMs last moved (anti-ping-pong); `history`: the VMs' joint CPU history (peak model
+    joint)."""
     started = time.perf_counter()
     forecast.check_covers(cluster)
     parts = split_by_cluster(cluster, forecast)
     if len(parts) == 1:
-        return plan_cluster(cluster, forecast, settings, progress)
+        return plan_cluster(cluster, forecast, settings, progress, moved_at, history)
     if progress:
         progress(f"{len(parts)} clusters, {min(settings.parallel_clusters, len(parts))} at a time")
-    if settings.parallel_clusters == 1:
-        plans = [_plan_part(p, settings) for p in parts]
+    recent = [{vm: t for vm, t in (moved_at or {}).items() if vm in f.vms} for _, f in parts]
+    histories = [None if history is None else history.subset(f.vms) for _, f in parts]
+    if settings.engine == "ray":
+        plans = _on_ray(parts, settings, recent, histories)
+    elif settings.parallel_clusters == 1:
+        plans = [_plan_part(p, settings, m, h) for p, m, h in zip(parts, recent, histories, strict=True)]
     else:
         with ProcessPoolExecutor(max_workers=min(settings.parallel_clusters, len(parts))) as pool:
-            plans = list(pool.map(_plan_part, parts, [settings] * len(parts)))
+            plans = list(pool.map(_plan_part, parts, [settings] * len(parts), recent, histories))
     return merge_plans(cluster, forecast, plans, time.perf_counter() - started)
+
+
+def _on_ray(
+    parts: Sequence[tuple[Cluster, Forecast]],
+    settings: PlanSettings,
+    recent: Sequence[Mapping[str, datetime]],
+    histories: Sequence[JointHistory | None],
+) -> list[Plan]:
+    """One Ray task per cluster, asking for the CPUs its CP-SAT workers use; on the Ray cluster that
+    RAY_ADDRESS names, else on a local Ray started (and stopped) here."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError(
+            'plan.engine = "ray" needs Ray, which is not installed: pip install "advisor[ray]", '
+            'or set plan.engine = "processes"'
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(logging_level=logging.ERROR, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=settings.workers)(_plan_part)
+        work = zip(parts, [settings] * len(parts), recent, histories, strict=True)
+        return list(ray.get([task.remote(*args) for args in work]))
+    finally:
+        if started:
+            ray.shutdown()

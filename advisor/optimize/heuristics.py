@@ -7,8 +7,10 @@ unmovable VMs where they are. Each returns a full assignment or names what it co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from advisor.optimize.problem import CPU_SCALE, Loads, Problem
 
@@ -39,10 +41,11 @@ def ffd(problem: Problem) -> HeuristicResult:
             i,
         ),
     )
+    ranked = np.array(hosts, dtype=np.int64)
     state = Loads(problem, [-1] * len(problem.items))
     unplaced = []
     for i in order:
-        h = next((h for h in hosts if state.fits(i, h)), None)
+        h = _first_fit(state, i, ranked[state.fits_all(i, exact=False)[ranked]])
         if h is None:
             unplaced.append(i)
         else:
@@ -95,42 +98,48 @@ def _pending(problem: Problem) -> list[int]:
     return [i for i, h in enumerate(problem.start) if h < 0]
 
 
-def _argmin(hosts: Iterable[int], key: Callable[[int], tuple]) -> int | None:
-    best, best_key = None, None
-    for h in hosts:
-        k = key(h)
-        if best_key is None or k < best_key:
-            best, best_key = h, k
-    return best
-
-
-def _size(problem: Problem, i: int, two_d: bool) -> float:
+def item_size(problem: Problem, i: int, two_d: bool) -> float:
     item = problem.items[i]
-    cpu = item.cpu / max(problem.cpu_cap)
-    return max(cpu, item.mem / max(problem.mem_cap)) if two_d else cpu
+    a = problem.arrays
+    cpu = item.cpu / a.cpu_ref
+    return max(cpu, item.mem / a.mem_ref) if two_d else cpu
 
 
-def _best_host(state: Loads, i: int, two_d: bool, active_only: bool, exclude: int = -1) -> int | None:
+def best_host(state: Loads, i: int, two_d: bool, active_only: bool, exclude: int = -1) -> int | None:
+    """Least power increase (in whole milliwatts, so that float noise cannot break ties), then for 2-D
+    the most balanced free CPU and memory (per mille), then the lowest index; over every host at once."""
     p = state.p
     item = p.items[i]
+    ok = state.fits_all(i, exact=False)
+    if active_only:
+        ok &= state.active_all()
+    if exclude >= 0:
+        ok[exclude] = False
+    hosts = np.flatnonzero(ok)
+    if not len(hosts):
+        return None
+    rise = np.trunc(state.power_increase_all(i)[hosts] * 1000.0)
+    if not two_d:
+        return _first_fit(state, i, hosts[np.lexsort((hosts, rise))])
+    a = state.a
+    free_cpu = (a.cpu_cap[hosts] - state.cpu[hosts] - item.cpu) / a.cpu_cap[hosts]
+    free_mem = (a.mem_cap[hosts] - state.mem[hosts] - item.mem) / a.mem_cap[hosts]
+    balance = np.trunc(np.abs(free_cpu - free_mem) * 1000.0)
+    return _first_fit(state, i, hosts[np.lexsort((hosts, balance, rise))])
 
-    def key(h: int) -> tuple:
-        rise = int(state.power_increase(i, h) * 1000.0)  # milliwatts: float noise must not break ties
-        if not two_d:
-            return (rise, h)
-        free_cpu = (p.cpu_cap[h] - state.cpu[h] - item.cpu) / p.cpu_cap[h]
-        free_mem = (p.mem_cap[h] - state.mem[h] - item.mem) / p.mem_cap[h]
-        return (rise, int(abs(free_cpu - free_mem) * 1000.0), h)
 
-    hosts = (h for h in item.allowed if h != exclude and (state.active(h) or not active_only))
-    return _argmin((h for h in hosts if state.fits(i, h)), key)
+def _first_fit(state: Loads, i: int, ranked: np.ndarray) -> int | None:
+    """The first of `ranked` whose CPU takes the item (all do under the sum model: `fits_all` checked)."""
+    if state.series is None:
+        return int(ranked[0]) if len(ranked) else None
+    return next((int(h) for h in ranked if state.fits_cpu(i, int(h))), None)
 
 
 def _power_aware(problem: Problem, name: str, two_d: bool) -> HeuristicResult:
     state = Loads(problem, problem.start)
     unplaced = []
-    for i in sorted(_pending(problem), key=lambda i: (-_size(problem, i, two_d), i)):
-        h = _best_host(state, i, two_d, active_only=False)
+    for i in sorted(_pending(problem), key=lambda i: (-item_size(problem, i, two_d), i)):
+        h = best_host(state, i, two_d, active_only=False)
         if h is None:
             unplaced.append(i)
         else:
@@ -145,25 +154,23 @@ def _empty_underloaded(state: Loads, two_d: bool) -> None:
     running host, the move budget allows it and energy saved beats the migration cost."""
     p = state.p
     moves = p.moves(state.assign)
-    tried: set[int] = set()
+    open_ = np.ones(len(p.hosts), dtype=bool)  # not tried yet, and holding nothing unmovable
+    open_[[it.fixed for it in p.items if it.fixed is not None]] = False
+    cores = np.array([h.cpu_cores for h in p.hosts])
     while True:
-        util = state.util2d if two_d else state.util
-        candidates = [
-            h
-            for h in range(len(p.hosts))
-            if state.on[h] and h not in tried and all(p.items[i].fixed is None for i in state.on[h])
-        ]
-        if not candidates:
+        util = state.util2d_all() if two_d else state.cpu / CPU_SCALE / cores
+        candidates = open_ & (state.count > 0)
+        if not candidates.any():
             return
-        src = min(candidates, key=lambda h: (util(h), h))
-        tried.add(src)
+        src = int(np.argmin(np.where(candidates, util, np.inf)))  # the first of equals: lowest index
+        open_[src] = False
         before = {src: state.watts(src)}
         delta = 0.0
         placed: list[int] = []
-        for i in sorted(state.on[src], key=lambda i: (-_size(p, i, two_d), i)):
+        for i in sorted(state.on[src], key=lambda i: (-item_size(p, i, two_d), i)):
             state.remove(i)
             placed.append(i)
-            dst = _best_host(state, i, two_d, active_only=True, exclude=src)
+            dst = best_host(state, i, two_d, active_only=True, exclude=src)
             if dst is None:
                 break
             before.setdefault(dst, state.watts(dst))

@@ -7,12 +7,14 @@ the points that another point beats on energy, migrations and memory moved marke
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from advisor.config import PlanSettings
 from advisor.core import Cluster, Forecast, Plan
+from advisor.optimize.demand import JointHistory
 from advisor.optimize.fleet import plan_fleet
 
 GIB = 1024.0
@@ -68,6 +70,8 @@ def pareto_sweep(
     settings: PlanSettings,
     plan: Plan,
     progress: Callable[[str], None] | None = None,
+    moved_at: Mapping[str, datetime] | None = None,
+    history: JointHistory | None = None,
 ) -> list[ParetoPoint]:
     """`plan` (made under `settings`) and one plan per cap in `settings.pareto_caps`, each with
     `settings.pareto_time_limit_s` of CP-SAT. Forced moves (maintenance, rules, overload) are made under
@@ -80,7 +84,8 @@ def pareto_sweep(
         capped = settings.model_copy(
             update={"migration_cap": cap, "time_limit_s": settings.pareto_time_limit_s}
         )
-        points.append(point_of(cluster, plan_fleet(cluster, forecast, capped), cap))
+        point = plan_fleet(cluster, forecast, capped, moved_at=moved_at, history=history)
+        points.append(point_of(cluster, point, cap))
     main = points[0]
     points.sort(key=lambda p: (p.migration_cap, p is not main))
     return mark_dominated(points)

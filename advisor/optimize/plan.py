@@ -6,17 +6,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 
 from advisor.config import PlanSettings
 from advisor.core import Cluster, Forecast, HostState, MigrationReason, Plan, PlanStatus
 from advisor.optimize.bounds import lower_bounds
-from advisor.optimize.cpsat import solve_cpsat
+from advisor.optimize.cpsat import SKIPPED, solve_cpsat
+from advisor.optimize.demand import JointHistory
+from advisor.optimize.evacuate import evacuate
 from advisor.optimize.figures import active_after, active_before, placement_figures
 from advisor.optimize.heuristics import HEURISTICS, HeuristicResult
 from advisor.optimize.problem import Problem, build_problem
 from advisor.optimize.sequencer import SequenceResult, sequence
 
 CPSAT = "cp-sat"
+EVACUATION = "evacuation"
 
 
 def plan_cluster(
@@ -24,18 +28,23 @@ def plan_cluster(
     forecast: Forecast,
     settings: PlanSettings,
     progress: Callable[[str], None] | None = None,
+    moved_at: Mapping[str, datetime] | None = None,
+    history: JointHistory | None = None,
 ) -> Plan:
-    """Heuristic warm starts, CP-SAT, then the wave sequencer. The best placement (by the planning
-    objective) that can be sequenced safely wins; when none exists the plan is infeasible, keeps
-    every VM where it is and names the VMs to blame. Never raises for an infeasible cluster."""
+    """Heuristic warm starts, the host-emptying search (goal consolidate), CP-SAT, then the wave
+    sequencer. The best placement (by the planning objective) that can be sequenced safely wins; when
+    none exists the plan is infeasible, keeps every VM where it is and names the VMs to blame. Never
+    raises for an infeasible cluster. `moved_at`: when VMs last moved (anti-ping-pong, see problem.py);
+    `history`: the VMs' joint CPU history, needed by `settings.peak_model = "joint"`."""
     say = progress or (lambda _stage: None)
     started = time.perf_counter()
     forecast.check_covers(cluster)
     say("model")
-    problem = build_problem(cluster, forecast, settings)
+    problem = build_problem(cluster, forecast, settings, moved_at, history)
+    joint = history if settings.peak_model == "joint" else None
     say("bounds")
     current = cluster.placement
-    before = placement_figures(cluster, problem.demand, current, active_before(cluster), settings)
+    before = placement_figures(cluster, problem.demand, current, active_before(cluster), settings, joint)
     unchanged = Plan(
         cluster=cluster.name,
         cluster_fingerprint=cluster.fingerprint(),
@@ -70,12 +79,18 @@ def plan_cluster(
     results = [h(problem) for h in HEURISTICS[settings.goal]]
     valid = [r for r in results if r.complete and problem.moves(r.assign) <= problem.limit]
     options = [(problem.objective(r.assign), 1, r.name, r.assign) for r in valid]
-    # without a complete heuristic placement within the cap, CP-SAT starts from the VMs that may stay
+    deadline = time.perf_counter() + settings.time_limit_s
+    if settings.goal == "consolidate":
+        say(EVACUATION)
+        evacuated = evacuate(problem, min(options)[3] if options else None, deadline)
+        if evacuated is not None:
+            options.append((problem.objective(evacuated.assign), 2, EVACUATION, evacuated.assign))
+    # without a complete placement within the cap, CP-SAT starts from the VMs that may stay
     hint = min(options)[3] if options else problem.start
     say(CPSAT)
-    cp = solve_cpsat(problem, hint, settings.time_limit_s, settings.workers)
-    if cp.assign is not None:
-        options.append((problem.objective(cp.assign), 2, CPSAT, cp.assign))  # a tie keeps the heuristic
+    cp = solve_cpsat(problem, hint, max(deadline - time.perf_counter(), 1.0), settings.workers)
+    if cp.assign is not None:  # a tie keeps the simpler method
+        options.append((problem.objective(cp.assign), 3, CPSAT, cp.assign))
     if not options:
         return infeasible(*_unplaceable(problem, results, cp.status))
 
@@ -83,7 +98,7 @@ def plan_cluster(
     refusals: list[SequenceResult] = []
     for _, _, solver, assign in sorted(options):
         target = problem.placement(assign)
-        seq = sequence(cluster, problem.demand, current, target, settings, _reasons(problem, target))
+        seq = sequence(cluster, problem.demand, current, target, settings, _reasons(problem, target), joint)
         if seq.infeasible:
             refusals.append(seq)
             continue
@@ -99,7 +114,7 @@ def plan_cluster(
             if settings.goal == "balance"
             else tuple(h.name for h in cluster.hosts if h.state == HostState.UP and h.name not in used),
             after=placement_figures(
-                cluster, problem.demand, target, active_after(cluster, target, settings.goal), settings
+                cluster, problem.demand, target, active_after(cluster, target, settings.goal), settings, joint
             ),
             message=_summary(solver, cp.status, seq),
             solve_s=time.perf_counter() - started,
@@ -148,4 +163,6 @@ def _unplaceable(
 def _summary(solver: str, cp_status: str, seq: SequenceResult) -> str:
     parked = f", {len(seq.parked)} parked to break deadlocks" if seq.parked else ""
     kept = f" (CP-SAT {cp_status}, found nothing better)" if solver != CPSAT else ""
+    if cp_status == SKIPPED:
+        kept = " (CP-SAT not run: see advisor/optimize/cpsat.py)"
     return f"placement by {solver}{kept}; {len(seq.migrations)} migration(s) in {seq.waves} wave(s){parked}"

@@ -1,6 +1,11 @@
-"""Linear views of a host power curve, for the models that can only take lines (CP-SAT, the LP bound)."""
+"""Linear views of a host power curve, for the models that can only take lines (CP-SAT, the LP bound),
+and the curves of many hosts evaluated at once, for the searches."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
 
 from advisor.core import PowerModel
 
@@ -31,3 +36,34 @@ def hull_lines(power: PowerModel) -> list[tuple[float, float]]:
 def hull_watts(power: PowerModel, util: float) -> float:
     u = min(max(util, 0.0), 1.0)
     return max(a + b * u for a, b in hull_lines(power))
+
+
+class PowerTable:
+    """Every host's power curve evaluated at once, with the very float operations of
+    `PowerModel.watts`, so vectorised searches and the scalar objective agree to the last bit."""
+
+    def __init__(self, powers: Sequence[PowerModel], cores: Sequence[float]) -> None:
+        self.cores = np.asarray(cores, dtype=float)
+        self.standby = np.array([p.standby_w for p in powers], dtype=float)
+        groups: dict[PowerModel, list[int]] = {}
+        for h, p in enumerate(powers):
+            groups.setdefault(p, []).append(h)
+        self.groups = [(p, np.array(hs, dtype=np.int64)) for p, hs in groups.items()]
+
+    def watts(self, util: np.ndarray) -> np.ndarray:
+        """Running power of each host at CPU utilisation `util` (one value per host)."""
+        u = np.clip(util, 0.0, 1.0)
+        out = np.empty_like(u)
+        for p, hs in self.groups:
+            x = u[hs]
+            if not p.curve_w:
+                out[hs] = p.idle_w + (p.max_w - p.idle_w) * x
+                continue
+            curve = np.array(p.curve_w)
+            pos = x * (len(curve) - 1)
+            i = np.minimum(pos.astype(np.int64), len(curve) - 2)
+            out[hs] = curve[i] + (curve[i + 1] - curve[i]) * (pos - i)
+        return out
+
+    def at_p50(self, p50: np.ndarray) -> np.ndarray:
+        return self.watts(p50 / self.cores)

@@ -6,20 +6,31 @@ demands rounded up and capacities down, so an integer-feasible placement is feas
 too and every solver agrees on what fits.
 
 Forced moves: items on a maintenance host, items breaking a rule, and on each overloaded host the
-smallest-memory movable items until it fits again (Beloglazov's minimum-migration-time choice). The
-migration cap is `max(floor(migration_cap x VMs), VMs of those items)`: forced moves count against the
-cap first and are always allowed; whatever the cap has left goes to consolidation or balancing.
+smallest-memory movable items until it fits again (Beloglazov's minimum-migration-time choice; VMs that
+moved recently go last). The migration cap is `max(floor(migration_cap x VMs), VMs of those items)`:
+forced moves count against the cap first and are always allowed; whatever the cap has left goes to
+consolidation or balancing.
+
+Anti-ping-pong: a VM moved less than `plan.sticky_h` ago that need not move may only stay, and each
+migration is charged so that it pays back within `plan.payback_h` (the costs are watts-equivalent over
+the forecast horizon; a payback half as long charges twice as much).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import cached_property
+
+import numpy as np
 
 from advisor.config import PlanSettings
 from advisor.core import VM, Cluster, Forecast, Host, HostState, MigrationReason
-from advisor.optimize.demand import VMDemand, demand_of
+from advisor.errors import InputError
+from advisor.optimize.demand import JointHistory, VMDemand, demand_of, peak_index
+from advisor.optimize.power import PowerTable
 
 CPU_SCALE = 1000  # integer CPU unit: milli-cores
 
@@ -42,6 +53,11 @@ class Item:
 
     def cost(self, h: int) -> float:
         return sum(c for x, c in zip(self.vm_hosts, self.vm_cost, strict=True) if x != h)
+
+    @property
+    def stays(self) -> bool:
+        """It can only be where it is: unmovable, or pinned or sticky to its own host."""
+        return self.home is not None and self.allowed == frozenset({self.home})
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,18 @@ class Problem:
     overloaded: frozenset[int]  # hosts above headroom in the current placement
     limit: int  # most VMs a plan may move
     contradictions: tuple[Contradiction, ...] = field(default=())
+    series: np.ndarray | None = None  # peak model joint: each item's CPU history, milli-cores (items, steps)
+
+    def cpu_floor(self, i: int) -> int:
+        """CPU an item surely adds to any host's peak: its P95 (sum model), its least sample (joint);
+        what a lower bound may count."""
+        if self.series is None:
+            return self.items[i].cpu
+        return math.floor(float(self.series[i].min()))
+
+    @cached_property
+    def arrays(self) -> HostArrays:
+        return HostArrays(self)
 
     @property
     def hosts(self) -> tuple[Host, ...]:
@@ -100,18 +128,46 @@ class Problem:
         return sum(state.watts(h) for h in range(len(self.hosts))) + move
 
 
+class HostArrays:
+    """The problem's per-host figures as arrays, for searches that look at every host at once."""
+
+    def __init__(self, problem: Problem) -> None:
+        hosts = problem.hosts
+        self.cpu_cap = np.array(problem.cpu_cap, dtype=np.int64)
+        self.mem_cap = np.array(problem.mem_cap, dtype=np.int64)
+        self.cpu_ref, self.mem_ref = max(problem.cpu_cap), max(problem.mem_cap)  # the largest host
+        self.up = np.array(problem.up, dtype=bool)
+        self.usable = np.array(problem.usable, dtype=bool)
+        self.power = PowerTable([h.power for h in hosts], [h.cpu_cores for h in hosts])
+        self._masks: dict[frozenset[int], np.ndarray] = {}
+
+    def allowed(self, hosts: frozenset[int]) -> np.ndarray:
+        """Boolean mask of a host set; items share their sets, so masks are made once per set."""
+        mask = self._masks.get(hosts)
+        if mask is None:
+            mask = np.zeros(len(self.cpu_cap), dtype=bool)
+            mask[list(hosts)] = True
+            self._masks[hosts] = mask
+        return mask
+
+
 class Loads:
     """Incremental per-host sums for one assignment (item -> host index, -1 unplaced)."""
 
     def __init__(self, problem: Problem, assign: Sequence[int]) -> None:
         self.p = problem
+        self.a = problem.arrays
         n = len(problem.hosts)
         self.assign = [-1] * len(problem.items)
-        self.cpu = [0] * n
-        self.mem = [0] * n
-        self.p50 = [0.0] * n
+        self.cpu = np.zeros(n, dtype=np.int64)
+        self.mem = np.zeros(n, dtype=np.int64)
+        self.p50 = np.zeros(n, dtype=float)
+        self.count = np.zeros(n, dtype=np.int64)
         self.on: list[set[int]] = [set() for _ in range(n)]
         self.keep_up = problem.goal == "balance"
+        # peak model joint: each host's summed CPU history; `cpu` is then its P95, not a sum of P95s
+        self.series = None if problem.series is None else np.zeros((n, problem.series.shape[1]))
+        self.k = 0 if problem.series is None else peak_index(problem.series.shape[1])
         for i, h in enumerate(assign):
             if h >= 0:
                 self.add(i, h)
@@ -119,49 +175,103 @@ class Loads:
     def add(self, i: int, h: int) -> None:
         item = self.p.items[i]
         self.assign[i] = h
-        self.cpu[h] += item.cpu
         self.mem[h] += item.mem
         self.p50[h] += item.cpu50
+        self.count[h] += 1
         self.on[h].add(i)
+        if self.series is None:
+            self.cpu[h] += item.cpu
+        else:
+            self.series[h] += self.p.series[i]  # type: ignore[index]
+            self.cpu[h] = self.peak(self.series[h])
 
     def remove(self, i: int) -> None:
         h = self.assign[i]
         item = self.p.items[i]
         self.assign[i] = -1
-        self.cpu[h] -= item.cpu
         self.mem[h] -= item.mem
         self.p50[h] -= item.cpu50
+        self.count[h] -= 1
         self.on[h].discard(i)
+        if self.series is None:
+            self.cpu[h] -= item.cpu
+        else:
+            self.series[h] -= self.p.series[i]  # type: ignore[index]
+            self.cpu[h] = self.peak(self.series[h])
         if not self.on[h]:
             self.p50[h] = 0.0  # no float residue on an empty host
+            if self.series is not None:
+                self.series[h] = 0.0
+                self.cpu[h] = 0
+
+    def peak(self, series: np.ndarray) -> int:
+        """Milli-cores of the P95 of a summed history, rounded up with a hundredth to spare: single-
+        precision histories summed in another order (the sequencer's, in cores) may differ by that."""
+        return math.ceil(float(np.partition(series, self.k)[self.k]) + 0.01)
+
+    def fits_cpu(self, i: int, h: int) -> bool:
+        if self.series is None:
+            return bool(self.cpu[h] + self.p.items[i].cpu <= self.p.cpu_cap[h])
+        return self.peak(self.series[h] + self.p.series[i]) <= self.p.cpu_cap[h]  # type: ignore[index]
 
     def fits(self, i: int, h: int) -> bool:
         item = self.p.items[i]
-        return (
+        return bool(
             h in item.allowed
-            and self.cpu[h] + item.cpu <= self.p.cpu_cap[h]
             and self.mem[h] + item.mem <= self.p.mem_cap[h]
             and not any(self.assign[j] == h for j in self.p.conflicts[i])
+            and self.fits_cpu(i, h)
         )
+
+    def fits_all(self, i: int, exact: bool = True) -> np.ndarray:
+        """`fits(i, h)` for every host h at once. Peak model joint, not `exact`: only what the host's
+        current peak plus the item's least sample rules out (callers check `fits_cpu` on what they pick)."""
+        item = self.p.items[i]
+        ok = self.a.allowed(item.allowed) & (self.mem + item.mem <= self.a.mem_cap)
+        if self.series is None:
+            ok &= self.cpu + item.cpu <= self.a.cpu_cap
+        else:
+            ok &= self.cpu + math.floor(float(self.p.series[i].min())) <= self.a.cpu_cap + 1  # type: ignore[index]
+        for j in self.p.conflicts[i]:
+            if self.assign[j] >= 0:
+                ok[self.assign[j]] = False
+        if exact and self.series is not None:
+            for h in np.flatnonzero(ok):
+                ok[h] = self.fits_cpu(i, int(h))
+        return ok
 
     def active(self, h: int) -> bool:
         return bool(self.on[h]) or (self.keep_up and self.p.up[h])
+
+    def active_all(self) -> np.ndarray:
+        return (self.count > 0) | (self.a.up if self.keep_up else False)
 
     def watts(self, h: int) -> float:
         host = self.p.hosts[h]
         if not self.active(h):
             return host.power.standby_w
-        return host.power.watts(self.p50[h] / host.cpu_cores)
+        return host.power.watts(float(self.p50[h]) / host.cpu_cores)
+
+    def watts_all(self) -> np.ndarray:
+        return np.where(self.active_all(), self.a.power.at_p50(self.p50), self.a.power.standby)
 
     def power_increase(self, i: int, h: int) -> float:
         host = self.p.hosts[h]
-        return host.power.watts((self.p50[h] + self.p.items[i].cpu50) / host.cpu_cores) - self.watts(h)
+        return host.power.watts((float(self.p50[h]) + self.p.items[i].cpu50) / host.cpu_cores) - self.watts(h)
+
+    def power_increase_all(self, i: int) -> np.ndarray:
+        """`power_increase(i, h)` for every host h at once, bit for bit."""
+        return self.a.power.at_p50(self.p50 + self.p.items[i].cpu50) - self.watts_all()
 
     def util(self, h: int) -> float:
-        return self.cpu[h] / CPU_SCALE / self.p.hosts[h].cpu_cores
+        return float(self.cpu[h]) / CPU_SCALE / self.p.hosts[h].cpu_cores
 
     def util2d(self, h: int) -> float:
-        return max(self.cpu[h] / max(self.p.cpu_cap[h], 1), self.mem[h] / max(self.p.mem_cap[h], 1))
+        cpu = float(self.cpu[h]) / max(self.p.cpu_cap[h], 1)
+        return max(cpu, float(self.mem[h]) / max(self.p.mem_cap[h], 1))
+
+    def util2d_all(self) -> np.ndarray:
+        return np.maximum(self.cpu / np.maximum(self.a.cpu_cap, 1), self.mem / np.maximum(self.a.mem_cap, 1))
 
     def peak_util(self) -> float:
         return max((self.util(h) for h in range(len(self.cpu)) if self.active(h)), default=0.0)
@@ -183,8 +293,23 @@ def mem_units(mib: float) -> int:
     return math.ceil(mib - 1e-9)
 
 
-def build_problem(cluster: Cluster, forecast: Forecast, settings: PlanSettings) -> Problem:
+def build_problem(
+    cluster: Cluster,
+    forecast: Forecast,
+    settings: PlanSettings,
+    moved_at: Mapping[str, datetime] | None = None,
+    history: JointHistory | None = None,
+) -> Problem:
+    """`moved_at`: when VMs last moved (a previous plan's or the journal's record): a VM moved less than
+    `settings.sticky_h` before the forecast stays on its host unless it must move. `history`: the VMs'
+    joint CPU history, which `settings.peak_model = "joint"` needs."""
     demand = demand_of(cluster, forecast)
+    if settings.peak_model == "joint" and history is None:
+        raise InputError(
+            'plan.peak_model = "joint" needs the VMs\' metrics history (run `advisor collect`), or use "sum"'
+        )
+    joint = history if settings.peak_model == "joint" else None
+    cpu_of = _cpu_of(demand, joint)
     hosts = cluster.hosts
     host_index = {h.name: i for i, h in enumerate(hosts)}
     usable = tuple(h.state != HostState.MAINTENANCE for h in hosts)
@@ -196,22 +321,46 @@ def build_problem(cluster: Cluster, forecast: Forecast, settings: PlanSettings) 
     problems: list[Contradiction] = []
     items: list[Item] = []
     vm_by_name = cluster.vm_by_name
+    hosts_of: dict[object, frozenset[int]] = {}  # one shared set per cluster label, pin set, ...
+    horizon_h = forecast.horizon_s / 3600.0
+    per_move = horizon_h / settings.payback_h if settings.payback_h > 0 else 1.0
     for group in _affinity_components(cluster):
         item, why = _compile_item(
-            [vm_by_name[n] for n in group], cluster, demand, settings, host_index, usable, caps
+            [vm_by_name[n] for n in group],
+            cluster,
+            demand,
+            cpu_of,
+            settings,
+            per_move,
+            host_index,
+            usable,
+            caps,
+            hosts_of,
         )
         items.append(item)
         problems.extend([why] if why else [])
     conflicts, anti_groups = _anti_affinity(cluster, items, problems)
-    _check_unmovable(cluster, items, conflicts, caps, problems)
+    _check_unmovable(cluster, items, conflicts, cpu_of, caps, problems)
 
-    cpu_now = [0] * len(hosts)
+    on_host: list[list[str]] = [[] for _ in hosts]
     mem_now = [0] * len(hosts)
     for vm in cluster.vms:
-        cpu_now[host_index[vm.host]] += cpu_units(demand[vm.name].cpu_p95)
+        on_host[host_index[vm.host]].append(vm.name)
         mem_now[host_index[vm.host]] += mem_units(demand[vm.name].mem_mib)
-    overloaded = frozenset(h for h in range(len(hosts)) if cpu_now[h] > cpu_cap[h] or mem_now[h] > mem_cap[h])
-    start, evicted = _forced_moves(items, conflicts, len(hosts), usable, caps)
+    overloaded = frozenset(
+        h for h in range(len(hosts)) if cpu_of(on_host[h]) > cpu_cap[h] or mem_now[h] > mem_cap[h]
+    )
+    sticky = _sticky(items, forecast.made_at, settings.sticky_h, moved_at or {})
+
+    def items_cpu(kept: Sequence[int]) -> int:
+        if joint is None:
+            return sum(items[i].cpu for i in kept)
+        return cpu_of([vm for i in kept for vm in items[i].vms])
+
+    start, evicted = _forced_moves(items, conflicts, len(hosts), usable, caps, sticky, items_cpu)
+    for i in sticky:
+        if start[i] >= 0:  # a recent mover that need not move stays: no ping-pong
+            items[i] = replace(items[i], allowed=frozenset({start[i]}))
     forced = sum(len(items[i].vms) for i in evicted)
     limit = max(math.floor(settings.migration_cap * len(cluster.vms) + 1e-9), forced)
     return Problem(
@@ -230,7 +379,35 @@ def build_problem(cluster: Cluster, forecast: Forecast, settings: PlanSettings) 
         overloaded=overloaded,
         limit=limit,
         contradictions=tuple(problems),
+        series=None if joint is None else _item_series(items, joint),
     )
+
+
+def _cpu_of(demand: Mapping[str, VMDemand], joint: JointHistory | None) -> Callable[[Sequence[str]], int]:
+    """Milli-cores a set of VMs needs at its CPU peak: the sum of their P95s, or their joint P95."""
+    if joint is None:
+        return lambda vms: sum(cpu_units(demand[vm].cpu_p95) for vm in vms)
+    return lambda vms: cpu_units(joint.peak(vms) + 1e-5)  # the margin Loads.peak keeps
+
+
+def _item_series(items: Sequence[Item], joint: JointHistory) -> np.ndarray:
+    out = np.zeros((len(items), joint.cpu.shape[1]), dtype=np.float32)
+    for i, item in enumerate(items):
+        for vm in item.vms:
+            out[i] += joint.of(vm) * CPU_SCALE
+    return out
+
+
+def _sticky(
+    items: Sequence[Item], now: datetime, sticky_h: float, moved_at: Mapping[str, datetime]
+) -> set[int]:
+    """Items with a VM that moved less than `sticky_h` hours before `now` (or after it)."""
+    recent = {
+        vm
+        for vm, t in moved_at.items()
+        if (now - (t if t.tzinfo else t.replace(tzinfo=UTC))).total_seconds() < sticky_h * 3600.0
+    }
+    return {i for i, item in enumerate(items) if recent.intersection(item.vms)} if recent else set()
 
 
 def _anti_affinity(
@@ -271,6 +448,7 @@ def _check_unmovable(
     cluster: Cluster,
     items: Sequence[Item],
     conflicts: Sequence[frozenset[int]],
+    cpu_of: Callable[[Sequence[str]], int],
     caps: tuple[Sequence[int], Sequence[int]],
     problems: list[Contradiction],
 ) -> None:
@@ -282,7 +460,7 @@ def _check_unmovable(
     for h, fixed in sorted(fixed_on.items()):
         host = cluster.hosts[h].name
         vms = tuple(vm for i in fixed for vm in items[i].vms)
-        if sum(items[i].cpu for i in fixed) > caps[0][h] or sum(items[i].mem for i in fixed) > caps[1][h]:
+        if cpu_of(vms) > caps[0][h] or sum(items[i].mem for i in fixed) > caps[1][h]:
             problems.append(
                 Contradiction(f"VMs {', '.join(vms)} cannot leave host {host} and exceed its headroom", vms)
             )
@@ -321,33 +499,46 @@ def _compile_item(
     vms: Sequence[VM],
     cluster: Cluster,
     demand: Mapping[str, VMDemand],
+    cpu_of: Callable[[Sequence[str]], int],
     settings: PlanSettings,
+    per_move: float,
     host_index: Mapping[str, int],
     usable: Sequence[bool],
     caps: tuple[Sequence[int], Sequence[int]],
+    hosts_of: dict[object, frozenset[int]],
 ) -> tuple[Item, Contradiction | None]:
+    """`per_move` scales the migration cost so that a move pays back within `settings.payback_h`.
+    `hosts_of` caches host sets by what they are made of: at 10,000 VMs most items share a few sets,
+    and building each afresh cost 12 s at 1,000 hosts."""
     members = tuple(v.name for v in vms)
     hosts = cluster.hosts
     vm_hosts = tuple(host_index[v.host] for v in vms)
-    cpu = sum(cpu_units(demand[v.name].cpu_p95) for v in vms)
+    cpu = cpu_of(members)
     mem = sum(mem_units(demand[v.name].mem_mib) for v in vms)
     per_gib = settings.migration_cost_w_per_gib
-    cost = tuple(settings.migration_cost_w + per_gib * v.mem_mib / 1024.0 for v in vms)
+    cost = tuple(per_move * (settings.migration_cost_w + per_gib * v.mem_mib / 1024.0) for v in vms)
     names = ", ".join(members)
     why: Contradiction | None = None
 
     clusters = {hosts[h].cluster for h in vm_hosts}
-    allowed = {i for i, h in enumerate(hosts) if h.cluster in clusters and len(clusters) == 1}
+    label = min(clusters) if len(clusters) == 1 else None
+    if label not in hosts_of:
+        hosts_of[label] = frozenset(i for i, h in enumerate(hosts) if h.cluster == label)
+    allowed = hosts_of[label]
     if len(clusters) > 1:
         why = Contradiction(
             f"VMs {names} must share a host but run in different clusters ({', '.join(sorted(clusters))})",
             members,
         )
-    for v in vms:
-        pins = cluster.rules.pins.get(v.name)
-        if pins is not None:
-            allowed &= {host_index[h] for h in pins}
-    pinned_usable = {h for h in allowed if usable[h]}
+    pin_sets = tuple(frozenset(cluster.rules.pins[v.name]) for v in vms if v.name in cluster.rules.pins)
+    key = (label, pin_sets)
+    if key not in hosts_of:
+        pinned = set(allowed)
+        for pins in pin_sets:
+            pinned &= {host_index[h] for h in pins}
+        hosts_of[key] = frozenset(pinned)
+        hosts_of[key, "usable"] = frozenset(h for h in pinned if usable[h])
+    allowed, pinned_usable = hosts_of[key], hosts_of[key, "usable"]
     if why is None and not pinned_usable:
         only = "pinned only to hosts in maintenance" if allowed else "given no host that satisfies every pin"
         why = Contradiction(f"VMs {names} are {only}" if len(vms) > 1 else f"VM {names} is {only}", members)
@@ -371,7 +562,7 @@ def _compile_item(
             why = Contradiction(
                 f"VM {stuck_names} cannot move but its host {hosts[fixed].name} breaks a pin", members
             )
-        allowed = {fixed}
+        allowed = frozenset({fixed})
 
     if why is None and not any(cpu <= caps[0][h] and mem <= caps[1][h] for h in allowed):
         what = "VMs " + names + " need" if len(vms) > 1 else "VM " + names + " needs"
@@ -401,6 +592,8 @@ def _forced_moves(
     n_hosts: int,
     usable: Sequence[bool],
     caps: tuple[Sequence[int], Sequence[int]],
+    sticky: set[int],
+    items_cpu: Callable[[Sequence[int]], int],
 ) -> tuple[tuple[int, ...], dict[int, MigrationReason]]:
     start = [-1] * len(items)
     evicted: dict[int, MigrationReason] = {}
@@ -423,13 +616,15 @@ def _forced_moves(
                 evicted[i] = MigrationReason.RULE
             else:
                 kept.append(i)
-        c = sum(items[i].cpu for i in kept)
+        left = list(kept)
         m = sum(items[i].mem for i in kept)
-        for i in sorted((i for i in kept if items[i].fixed is None), key=lambda i: (items[i].mem, i)):
-            if c <= caps[0][h] and m <= caps[1][h]:
+        # the smallest first (the cheapest to move), recent movers last
+        movable = (i for i in kept if items[i].fixed is None)
+        for i in sorted(movable, key=lambda i: (i in sticky, items[i].mem, i)):
+            if m <= caps[1][h] and items_cpu(left) <= caps[0][h]:
                 break
             evicted[i] = MigrationReason.OVERLOAD
-            c -= items[i].cpu
+            left.remove(i)
             m -= items[i].mem
         for i in kept:
             if i not in evicted:

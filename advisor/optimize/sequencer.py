@@ -1,6 +1,7 @@
 """Order migrations into waves that are safe to run side by side.
 
-While it migrates a VM holds its memory and its P95 CPU on both hosts. A wave is a set of migrations
+While it migrates a VM holds its memory and its P95 CPU on both hosts (peak model joint: its CPU
+history joins both hosts' summed histories, whose P95 must hold). A wave is a set of migrations
 in flight together (at most `max_concurrent_per_host` per host, as source or destination); its state
 (every migration of the wave in flight) and the state after it must keep every host within headroom,
 or for a host already over headroom no worse than it started, per dimension; and no host may hold two
@@ -16,11 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from advisor.config import PlanSettings
 from advisor.core import Cluster, HostState, Migration, MigrationReason
 from advisor.errors import InputError
 from advisor.migration.precopy import predict_precopy
-from advisor.optimize.demand import EPS, VMDemand, cpu_cap, mem_cap
+from advisor.optimize.demand import EPS, JointHistory, VMDemand, cpu_cap, mem_cap, peak_of
 
 _PRIORITY = {
     MigrationReason.MAINTENANCE: 0,
@@ -52,9 +55,11 @@ def sequence(
     target: Mapping[str, str],
     settings: PlanSettings,
     reasons: Mapping[str, MigrationReason] | None = None,
+    history: JointHistory | None = None,
 ) -> SequenceResult:
-    """Waves that take `current` to `target`. `reasons` labels each move (default: consolidate)."""
-    state = _State(cluster, demand, current, settings)
+    """Waves that take `current` to `target`. `reasons` labels each move (default: consolidate).
+    With `history` (peak model joint) a host's CPU is the P95 of its VMs' summed history."""
+    state = _State(cluster, demand, current, settings, history)
     hosts = state.host_by_name
     for vm, dst in target.items():
         if dst not in hosts:
@@ -106,8 +111,10 @@ class _State:
         demand: Mapping[str, VMDemand],
         current: Mapping[str, str],
         settings: PlanSettings,
+        history: JointHistory | None,
     ) -> None:
         self.cluster = cluster
+        self.history = history
         self.demand = demand
         self.host_by_name = cluster.host_by_name
         self.limit_per_host = settings.max_concurrent_per_host
@@ -124,6 +131,12 @@ class _State:
             self.mem[h] += demand[vm].mem_mib
             for g in self.groups.get(vm, ()):
                 self.count[g, h] = self.count.get((g, h), 0) + 1
+        self.series: dict[str, np.ndarray] = {}
+        if history is not None:
+            self.series = {h.name: np.zeros(history.cpu.shape[1]) for h in cluster.hosts}
+            for vm, h in current.items():
+                self.series[h] += history.of(vm)
+            self.cpu = {h: float(peak_of(x)) for h, x in self.series.items()}
         # a host over headroom may stay so, but no worse; a crowded host may not get more crowded
         self.cpu_limit = {h.name: max(cpu_cap(h, settings), self.cpu[h.name]) + EPS for h in cluster.hosts}
         self.mem_limit = {h.name: max(mem_cap(h, settings), self.mem[h.name]) + EPS for h in cluster.hosts}
@@ -137,10 +150,15 @@ class _State:
         return (
             self.inflight.get(src, 0) < self.limit_per_host
             and self.inflight.get(dst, 0) < self.limit_per_host
-            and self.cpu[dst] + d.cpu_p95 <= self.cpu_limit[dst]
             and self.mem[dst] + d.mem_mib <= self.mem_limit[dst]
             and self.uncrowded(vm, dst)
+            and self.cpu_with(vm, dst) <= self.cpu_limit[dst]
         )
+
+    def cpu_with(self, vm: str, dst: str) -> float:
+        if self.history is None:
+            return self.cpu[dst] + self.demand[vm].cpu_p95
+        return float(peak_of(self.series[dst] + self.history.of(vm)))
 
     def uncrowded(self, vm: str, dst: str) -> bool:
         for g in self.groups.get(vm, []):
@@ -153,7 +171,9 @@ class _State:
             return False
         d = self.demand[vm]
         src = self.loc[vm]
-        self.cpu[dst] += d.cpu_p95
+        self.cpu[dst] = self.cpu_with(vm, dst)
+        if self.history is not None:
+            self.series[dst] += self.history.of(vm)
         self.mem[dst] += d.mem_mib
         for g in self.groups.get(vm, ()):
             self.count[g, dst] = self.count.get((g, dst), 0) + 1
@@ -167,7 +187,11 @@ class _State:
         for vm, dst in self.wave:
             d = self.demand[vm]
             src = self.loc[vm]
-            self.cpu[src] -= d.cpu_p95
+            if self.history is None:
+                self.cpu[src] -= d.cpu_p95
+            else:
+                self.series[src] -= self.history.of(vm)
+                self.cpu[src] = float(peak_of(self.series[src]))
             self.mem[src] -= d.mem_mib
             for g in self.groups.get(vm, ()):
                 self.count[g, src] -= 1
