@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from advisor.config import SimulateSettings
 from advisor.errors import InputError
+from advisor.simulate.advisor_policy import AdvisorPolicy, AdvisorSettings
 from advisor.simulate.baseline import BASELINES, Consolidation
 from advisor.simulate.datacentre import planetlab_datacentre
 from advisor.simulate.engine import CLOUDSIM, Policy, Progress, Result, Setup, replay
-from advisor.simulate.forecast_policy import AdvisorPolicy, AdvisorSettings
+from advisor.simulate.online_forecast import OnlineSettings
 from advisor.simulate.trace import Day, load_day
 
 POLICIES = (*BASELINES, "advisor")
@@ -36,9 +37,8 @@ def make_setup(s: SimulateSettings) -> Setup:
 
 def make_policy(name: str, s: SimulateSettings) -> Policy:
     if name == "advisor":
-        return AdvisorPolicy(
-            AdvisorSettings(s.quantile, s.window_steps, s.headroom, s.cooldown_steps, s.payback_h)
-        )
+        forecast = OnlineSettings(forecast_every=s.forecast_every_steps)
+        return AdvisorPolicy(AdvisorSettings(s.headroom, s.cooldown_steps, s.payback_h, forecast))
     if name not in BASELINES:
         raise InputError(f"simulate.policy: unknown policy {name} (one of {', '.join(POLICIES)})")
     return Consolidation(name, BASELINES[name])
