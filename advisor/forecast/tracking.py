@@ -1,7 +1,9 @@
-"""MLflow record of a training run: parameters, validation errors and the chosen models.
+"""MLflow record of a training run: parameters, validation and backtest errors, the chosen models and
+the model card.
 
 The models are logged with the sklearn flavour; loading them back needs `advisor` importable (they
-are advisor.forecast.models classes) and a feature table with the FEATURES columns.
+are advisor.forecast.models classes) and a feature table with the FEATURES columns. The registry
+(versions and aliases) is advisor.forecast.registry.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import sklearn
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from sklearn.base import BaseEstimator
 
 from advisor.config import ForecastSettings
 from advisor.errors import AdvisorError
@@ -36,11 +40,16 @@ PIP_REQUIREMENTS = [
     f"numpy=={np.__version__}",
 ]
 
+MODEL_NAME = "forecaster"  # the whole forecaster in a retraining run
+CARD_JSON = "model_card.json"  # the model card of a retraining run
+CARD_MD = "model_card.md"
+
 # What skops (MLflow's default sklearn serialisation) may load back beyond plain sklearn/numpy types.
 TRUSTED_TYPES = [
     "advisor.forecast.models.NaiveForecaster",
     "advisor.forecast.models.SeasonalNaiveForecaster",
     "advisor.forecast.models.QuantileGBMForecaster",
+    "advisor.forecast.registry.ForecastBundle",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
 ]
@@ -56,11 +65,16 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 
 @contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
+def store(settings: ForecastSettings) -> Iterator[None]:
+    """MLflow calls against `settings.tracking_uri`; an unreachable or unusable store becomes a one-line
+    AdvisorError naming the config key (a configuration problem, not a crash)."""
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(settings.tracking_uri)
     try:
         yield
+    except (MlflowException, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise AdvisorError(f"MLflow at {settings.tracking_uri} (forecast.tracking_uri): {first}") from None
     finally:
         mlflow.set_tracking_uri(previous)
 
@@ -79,35 +93,21 @@ def log_training(
     """Record `trained` as one run of `settings.experiment`. `params` adds data facts (VMs, rows,
     step); `sample` (a few feature rows) gives the models' signature. Returns run id and timings."""
     started = time.perf_counter()
-    try:
-        with _tracking_uri(settings.tracking_uri):
-            experiment_id = _experiment_id(settings)
-            with mlflow.start_run(experiment_id=experiment_id, nested=mlflow.active_run() is not None) as run:
-                mlflow.log_params({**settings.model_dump(), **trained.params, **params})
-                mlflow.log_metrics(
-                    {
-                        f"val_mae_{target}_{name}": value
-                        for target, scores in trained.val_mae.items()
-                        for name, value in scores.items()
-                    }
-                    | {"rows_train": trained.rows_train, "rows_valid": trained.rows_valid}
+    with store(settings):
+        experiment_id = _experiment_id(settings)
+        with mlflow.start_run(experiment_id=experiment_id, nested=mlflow.active_run() is not None) as run:
+            _log_trained(trained, settings, params)
+            opened = time.perf_counter()
+            X = sample[list(FEATURES)]
+            for target, model in trained.models.items():
+                mlflow.sklearn.log_model(
+                    model,
+                    name=target,
+                    signature=infer_signature(X, model.predict(X)),
+                    pip_requirements=PIP_REQUIREMENTS,
+                    skops_trusted_types=TRUSTED_TYPES,
                 )
-                chosen = {f"chosen_{t}": name for t, name in trained.chosen.items()}
-                mlflow.set_tags(chosen | {"note": trained.note})
-                opened = time.perf_counter()
-                X = sample[list(FEATURES)]
-                for target, model in trained.models.items():
-                    mlflow.sklearn.log_model(
-                        model,
-                        name=target,
-                        signature=infer_signature(X, model.predict(X)),
-                        pip_requirements=PIP_REQUIREMENTS,
-                        skops_trusted_types=TRUSTED_TYPES,
-                    )
-                run_id = run.info.run_id
-    except (MlflowException, OSError) as e:  # unreachable or unusable store: a configuration problem
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise AdvisorError(f"MLflow at {settings.tracking_uri} (forecast.tracking_uri): {first}") from None
+            run_id = run.info.run_id
     done = time.perf_counter()
     return {
         "run_id": run_id,
@@ -116,3 +116,56 @@ def log_training(
         "mlflow_run_s": round(opened - started, 2),
         "mlflow_models_s": round(done - opened, 2),
     }
+
+
+def _log_trained(trained: Trained, settings: ForecastSettings, params: Mapping[str, Any]) -> None:
+    mlflow.log_params({**settings.model_dump(), **trained.params, **params})
+    mlflow.log_metrics(
+        {
+            f"val_mae_{target}_{name}": value
+            for target, scores in trained.val_mae.items()
+            for name, value in scores.items()
+        }
+        | {"rows_train": trained.rows_train, "rows_valid": trained.rows_valid}
+    )
+    mlflow.set_tags({f"chosen_{t}": name for t, name in trained.chosen.items()} | {"note": trained.note})
+
+
+def log_forecaster(
+    model: BaseEstimator,
+    trained: Trained,
+    settings: ForecastSettings,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    sample: pd.DataFrame,
+) -> dict[str, Any]:
+    """Record a retraining run: what `log_training` records, the backtest `metrics`, and the whole
+    forecaster `model` (one sklearn-flavour model named MODEL_NAME, the unit the registry versions).
+    Returns run id, experiment id, the logged model's URI and id."""
+    with store(settings):
+        experiment_id = _experiment_id(settings)
+        with mlflow.start_run(experiment_id=experiment_id, nested=mlflow.active_run() is not None) as run:
+            _log_trained(trained, settings, params)
+            mlflow.log_metrics(dict(metrics))
+            X = sample[list(FEATURES)]
+            info = mlflow.sklearn.log_model(
+                model,
+                name=MODEL_NAME,
+                signature=infer_signature(X, model.predict(X)),
+                pip_requirements=PIP_REQUIREMENTS,
+                skops_trusted_types=TRUSTED_TYPES,
+            )
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": experiment_id,
+        "model_uri": info.model_uri,
+        "model_id": info.model_id,
+    }
+
+
+def log_card(settings: ForecastSettings, run_id: str, card: Mapping[str, Any], markdown: str) -> None:
+    """Attach the model card to the run, as JSON (for tools) and Markdown (for the MLflow UI)."""
+    with store(settings):
+        client = MlflowClient(settings.tracking_uri)
+        client.log_dict(run_id, dict(card), CARD_JSON)
+        client.log_text(run_id, markdown, CARD_MD)
