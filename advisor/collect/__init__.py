@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from advisor.collect.libvirt import collect_libvirt
 from advisor.collect.prometheus import load_prometheus
 from advisor.collect.synthetic import generate
 from advisor.collect.traces import Progress, load_bitbrains, load_planetlab, load_table
@@ -31,6 +32,8 @@ def collect(
         return load_planetlab(paths, trace, power, progress=say)
     if source == "bitbrains":
         return load_bitbrains(paths, trace, power, progress=say)
+    if source == "libvirt":
+        return collect_libvirt(settings.libvirt, power, progress=say)
     inventory = read_cluster(Path(settings.inventory)) if settings.inventory else None
     if source == "prometheus":
         return load_prometheus(settings.prometheus, inventory, power, progress=say)
