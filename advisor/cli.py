@@ -130,6 +130,15 @@ def _plan_exit(plan: Plan) -> None:
         raise typer.Exit(1)
 
 
+def _name_uri(flag: str) -> dict[str, str]:
+    """`--libvirt-host NAME=URI` as a [collect.libvirt] hosts entry (the flag is not echoed: URIs may hold
+    user names)."""
+    name, sep, uri = flag.partition("=")
+    if not (sep and name and uri):
+        raise AdvisorError("--libvirt-host: expected NAME=URI, e.g. hv01=qemu+ssh://hv01/system")
+    return {"name": name, "uri": uri}
+
+
 @app.command()
 @_user_errors
 def collect(
@@ -138,7 +147,7 @@ def collect(
     source: Annotated[
         str | None,
         typer.Option(
-            help="synthetic | planetlab | bitbrains | csv | parquet | prometheus "
+            help="synthetic | planetlab | bitbrains | csv | parquet | prometheus | libvirt "
             "[collect.source, 'synthetic']."
         ),
     ] = None,
@@ -154,8 +163,28 @@ def collect(
     days: Annotated[
         int | None, typer.Option(help="Synthetic: days of history [collect.synthetic.days].")
     ] = None,
+    libvirt_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Libvirt: a hypervisor as NAME=URI, e.g. hv01=qemu+ssh://hv01/system; repeat for several "
+            "[collect.libvirt.hosts]."
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Libvirt: CPU/memory samples per VM [collect.libvirt.samples, 5].")
+    ] = None,
+    interval_s: Annotated[
+        float | None, typer.Option(help="Libvirt: seconds between samples [collect.libvirt.interval_s, 2].")
+    ] = None,
+    dirty_samples: Annotated[
+        int | None,
+        typer.Option(help="Libvirt: dirty-rate readings averaged per VM [collect.libvirt.dirty_samples, 3]."),
+    ] = None,
 ) -> None:
-    """Read hosts, VMs and utilisation history into OUT/cluster.json and OUT/metrics.parquet."""
+    """Read hosts, VMs and utilisation history into OUT/cluster.json and OUT/metrics.parquet.
+
+    Source libvirt reads the hypervisors live: inventory, a few seconds of CPU and memory samples and
+    dirty rates, not days of history (that comes from Prometheus)."""
     cfg, out_dir = _config(
         config,
         out,
@@ -167,6 +196,10 @@ def collect(
             "collect.synthetic.hosts": hosts,
             "collect.synthetic.vms": vms,
             "collect.synthetic.days": days,
+            "collect.libvirt.hosts": [_name_uri(h) for h in libvirt_host] if libvirt_host else None,
+            "collect.libvirt.samples": samples,
+            "collect.libvirt.interval_s": interval_s,
+            "collect.libvirt.dirty_samples": dirty_samples,
         },
     )
     with _progress("collect") as progress:
@@ -206,6 +239,98 @@ def forecast(
         f"(MLflow run {summary.get('run_id', '-')}) -> {out_dir / files.FORECAST_FILE}",
         highlight=False,
     )
+
+
+@app.command()
+@_user_errors
+def train(
+    config: ConfigOpt = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="synthetic | planetlab | bitbrains | csv | parquet | prometheus "
+            "[collect.source, 'synthetic']."
+        ),
+    ] = None,
+    path: Annotated[
+        list[str] | None, typer.Option("--path", "-p", help="Trace file; repeat for several [collect.paths].")
+    ] = None,
+    inventory: Annotated[
+        str | None, typer.Option(help="Cluster JSON for csv/parquet/prometheus [collect.inventory].")
+    ] = None,
+    horizon_h: Annotated[
+        float | None, typer.Option(help="Planning horizon, hours [forecast.horizon_h, 24].")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI [forecast.tracking_uri, sqlite:///mlruns.db].")
+    ] = None,
+    registry_model: Annotated[
+        str | None, typer.Option(help="MLflow registered model [forecast.registry_model, advisor-forecast].")
+    ] = None,
+    export_path: Annotated[
+        str | None,
+        typer.Option(
+            help="Champion file for the forecast stage; '' for none "
+            "[forecast.export_path, models/forecast-champion.skops]."
+        ),
+    ] = None,
+    promotion_margin: Annotated[
+        float | None,
+        typer.Option(
+            help="Share by which a challenger must beat the others [forecast.promotion_margin, 0.01]."
+        ),
+    ] = None,
+) -> None:
+    """Retrain the forecaster on the history of --source: backtest it against the naive baselines and the
+    champion, register it in MLflow (the champion if it wins, else the challenger), export the champion."""
+    from pipelines.retrain import run_retrain
+
+    cfg, _ = _config(
+        config,
+        None,
+        {
+            "collect.source": source,
+            "collect.paths": path or None,
+            "collect.inventory": inventory,
+            "forecast.horizon_h": horizon_h,
+            "forecast.tracking_uri": tracking_uri,
+            "forecast.registry_model": registry_model,
+            "forecast.export_path": export_path,
+            "forecast.promotion_margin": promotion_margin,
+        },
+    )
+    with _progress("train") as progress:
+        result = run_retrain(cfg, progress)
+    _print_training(result.card)
+    name, version = cfg.forecast.registry_model, result.version
+    champion = f"champion: v{result.champion}" if result.champion else "no champion yet"
+    role = "champion" if result.decision.promote else f"challenger ({champion})"
+    out_console.print(f"{name} v{version} is the {role}: {result.decision.reason}", highlight=False)
+    if result.exported:
+        out_console.print(f"champion v{result.champion} -> {result.exported}", highlight=False)
+    seconds = ", ".join(f"{step} {s:g}" for step, s in result.timings_s.items())
+    out_console.print(f"seconds: {seconds}", highlight=False)
+
+
+def _print_training(card: dict[str, Any]) -> None:
+    d = card["data"]
+    out_console.print(
+        f"trained on {d['vms']:,} VMs, {d['samples']:,} samples from {d['first_sample']} to "
+        f"{d['last_sample']} (MLflow run {card['run_id']})",
+        highlight=False,
+    )
+    for horizon, tests in card["backtest"].items():
+        for name, figures in tests.items():
+            where = "held-out origins" if name == "holdout" else "origins after the champion's data"
+            table = Table(title=f"backtest MAE, {horizon} ahead, {figures['origins']} {where}")
+            contenders = list(figures["score"])
+            table.add_column("target")
+            for c in contenders:
+                table.add_column(c.replace("_", " "), justify="right")
+            for target, by in figures["targets"].items():
+                table.add_row(target, *(f"{by[c]['mae']:.4g}" for c in contenders))
+            table.add_row("mean MASE", *(f"{figures['score'][c]:.3f}" for c in contenders))
+            out_console.print(table)
 
 
 @app.command()
@@ -260,13 +385,61 @@ def apply(
             "--dry-run", help="Play the waves on an in-memory copy of the cluster and check every state."
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Finish the interrupted run of OUT/plan.json in the journal: settle the migrations that "
+            "were in flight with libvirt, never repeat a finished one, run the rest.",
+        ),
+    ] = False,
+    journal: Annotated[
+        Path | None,
+        typer.Option(help="sqlite journal of every step [apply.journal, OUT/journal.sqlite]."),
+    ] = None,
 ) -> None:
-    """Carry out OUT/plan.json. For now only --dry-run: the libvirt executor is not built yet."""
-    if not dry_run:
-        raise AdvisorError("live apply needs the libvirt executor, which is not available yet; use --dry-run")
-    cfg, out_dir = _config(config, out, {})
-    result = stages.dry_run(cfg, out_dir)
-    _print_dry_run(result, out_dir)
+    """Carry out OUT/plan.json on the hosts of [collect.libvirt]: live (or, for VMs not live-migratable,
+    cold) migrations wave by wave, every step journalled; exit 1 if a migration failed or was aborted (its
+    VM still runs on its source). With --dry-run: check the waves on an in-memory copy of the cluster."""
+    if dry_run:
+        if resume:
+            raise AdvisorError("--resume applies a plan for real; it does not go with --dry-run")
+        cfg, out_dir = _config(config, out, {})
+        result = stages.dry_run(cfg, out_dir)
+        _print_dry_run(result, out_dir)
+        return
+    from advisor.execute.journal import journal_path
+    from advisor.execute.live import APPLY_FILE, apply_live
+
+    cfg, out_dir = _config(config, out, {"apply.journal": str(journal) if journal else None})
+    plan_ = files.read_plan(out_dir / files.PLAN_FILE)
+
+    def progress(line: str) -> None:
+        err.print(f"apply: {line}", highlight=False)
+
+    applied = apply_live(cfg, plan_, journal_path(cfg, out_dir), resume, progress)
+    files.write_json(out_dir / APPLY_FILE, applied.to_dict())
+    _print_apply(applied.to_dict(), out_dir / APPLY_FILE)
+    if not applied.ok:
+        raise typer.Exit(1)
+
+
+def _print_apply(result: dict[str, Any], path: Path) -> None:
+    table = Table()
+    for col in ("wave", "VM", "from", "to", "mode", "state", "ladder", "time s", "downtime ms"):
+        table.add_column(col, justify="right" if col in ("wave", "time s", "downtime ms") else "left")
+    for m in result["migrations"]:
+        stats = m["stats"]
+        done = m["state"] == "done"
+        elapsed = f"{stats['time_elapsed'] / 1000:.1f}" if done and "time_elapsed" in stats else ""
+        downtime = str(stats.get("downtime", "")) if done else ""
+        table.add_row(str(m["wave"]), m["vm"], m["source"], m["destination"], m["mode"], m["state"],
+                      m["rung"] or "", elapsed, downtime)
+    out_console.print(table)
+    out_console.print(f"run {result['run']}: {result['status']} -> {path} (journal {result['journal']})",
+                      highlight=False)
+    for problem in result["problems"]:
+        err.print(f"[bold red]unsettled:[/] {problem}", highlight=False)
 
 
 def _print_dry_run(result: dict[str, Any], out_dir: Path) -> None:

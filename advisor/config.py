@@ -93,8 +93,37 @@ class PrometheusSettings(_Section):
     ca_file: str = Field("", description="CA bundle for an https URL; empty: the system's")
 
 
+class LibvirtHostSettings(_Section):
+    """One hypervisor: its name in plans and the libvirt URI that reaches it (credentials never in the URI:
+    ssh keys, TLS certificates or libvirt's auth.conf)."""
+
+    name: str = Field(min_length=1, description="host name in plans and reports")
+    uri: str = Field(min_length=1, description="libvirt URI: qemu+ssh://, qemu+tls://, qemu:///system")
+    cluster: str = Field("default", min_length=1, description="migrations stay inside a cluster")
+    state: Literal["up", "maintenance", "standby"] = "up"
+    labels: dict[str, str] = Field(default_factory=dict)
+    power: PowerSettings | None = Field(None, description="this host's power model; absent: [power]")
+
+
+class LibvirtSettings(_Section):
+    """The live inventory and a short sampled series read straight from the hypervisors."""
+
+    hosts: list[LibvirtHostSettings] = Field(default_factory=list)
+    cluster: str = Field("libvirt", min_length=1, description="name of the collected cluster")
+    timeout_s: float = Field(10.0, gt=0, description="per-host connection timeout")
+    cpu_reserve_cores: float = Field(0.0, ge=0, description="cores per host kept for the hypervisor")
+    mem_reserve_mib: float = Field(0.0, ge=0, description="MiB per host kept for the hypervisor")
+    samples: int = Field(5, ge=2, le=10_000, description="CPU and memory samples per VM (samples - 1 rows)")
+    interval_s: float = Field(2.0, gt=0, le=3600, description="seconds between samples")
+    dirty_samples: int = Field(3, ge=0, le=100, description="dirty-rate readings averaged per VM; 0: none")
+    dirty_calc_s: int = Field(1, ge=1, le=60, description="seconds one dirty-rate reading samples")
+    workers: int = Field(32, ge=1, le=1024, description="VMs whose dirty rate is measured at once")
+
+
 class CollectSettings(_Section):
-    source: Literal["synthetic", "planetlab", "bitbrains", "csv", "parquet", "prometheus"] = "synthetic"
+    source: Literal[
+        "synthetic", "planetlab", "bitbrains", "csv", "parquet", "prometheus", "libvirt"
+    ] = "synthetic"
     paths: list[str] = Field(default_factory=list, description="trace files for a trace source")
     inventory: str = Field(
         "", description="cluster JSON for csv/parquet/prometheus; empty: from the metrics or synthesised"
@@ -102,6 +131,7 @@ class CollectSettings(_Section):
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    libvirt: LibvirtSettings = Field(default_factory=LibvirtSettings)
 
 
 class ForecastSettings(_Section):
@@ -114,6 +144,18 @@ class ForecastSettings(_Section):
     tracking_uri: str = Field("sqlite:///mlruns.db", description="MLflow tracking URI")
     experiment: str = "advisor-forecast"
     seed: int = 0
+    registry_model: str = Field("advisor-forecast", min_length=1, description="MLflow registered model")
+    export_path: str = Field(
+        "models/forecast-champion.skops",
+        description="champion file `advisor train` writes and the forecast stage uses; empty: neither",
+    )
+    promotion_margin: float = Field(
+        0.01, ge=0, lt=1, description="share by which a challenger's backtest MASE must beat the others"
+    )
+    batch_vms: int = Field(500, ge=1, description="VMs whose history `advisor train` turns into rows at once")
+    max_train_rows: int = Field(
+        500_000, ge=1000, description="training rows kept at most (a uniform sample beyond)"
+    )
 
 
 class PlanSettings(_Section):
@@ -137,6 +179,19 @@ class PlanSettings(_Section):
         default_factory=list, description="migration caps of an energy/migration sweep; empty: none"
     )
     pareto_time_limit_s: float = Field(5.0, gt=0, description="CP-SAT time limit of each sweep point")
+    payback_h: float = Field(
+        0.0, ge=0, description="hours in which a move's saving must repay its cost; 0: the forecast horizon"
+    )
+    sticky_h: float = Field(
+        24.0, ge=0, description="a VM moved fewer hours ago than this moves again only if it must"
+    )
+    peak_model: Literal["sum", "joint"] = Field(
+        "sum", description="host CPU peak: sum of the VMs' P95s, or P95 of their summed history"
+    )
+    peak_history_h: float = Field(168.0, gt=0, description="peak_model joint: hours of history it reads")
+    engine: Literal["processes", "ray"] = Field(
+        "processes", description="where clusters are planned: local processes, or Ray (RAY_ADDRESS or local)"
+    )
 
 
 class WhatifSettings(_Section):
@@ -154,13 +209,57 @@ class SimulateSettings(_Section):
     bandwidth_mibps: float = Field(62.5, gt=0, description="migration bandwidth (CloudSim: half of 1 Gbit/s)")
     max_downtime_ms: float = Field(300.0, gt=0, description="realistic: pre-copy downtime budget")
     dirty_mibps_per_core: float = Field(20.0, ge=0, description="realistic: memory dirtied per busy core")
-    quantile: float = Field(0.95, gt=0, lt=1, description="advisor policy: demand quantile it plans for")
-    window_steps: int = Field(12, ge=1, le=288, description="advisor policy: past steps the quantile reads")
+    forecast_every_steps: int = Field(
+        12, ge=1, description="advisor policy: steps the 1-h forecast is held before it is made again"
+    )
     headroom: float = Field(
         1.0, gt=0, le=1, description="advisor policy: host CPU share (demand now) that triggers relief"
     )
     cooldown_steps: int = Field(12, ge=0, description="advisor policy: steps a moved VM stays put")
     payback_h: float = Field(1.0, gt=0, description="advisor policy: hours an evacuation must pay back in")
+
+
+class ApplySettings(_Section):
+    """`advisor apply` on the hosts of [collect.libvirt]: live migration, its escalation ladder, journal."""
+
+    bandwidth_mibps: float = Field(1000.0, gt=0, description="bandwidth cap of each migration, MiB/s")
+    max_downtime_ms: float = Field(300.0, gt=0, description="downtime budget a migration starts with")
+    max_downtime_limit_ms: float = Field(
+        1000.0, gt=0, description="the ladder's downtime rung; a VM's label max_downtime_ms overrides"
+    )
+    concurrency: int = Field(2, ge=1, le=64, description="migrations in flight at once within a wave")
+    deadline_factor: float = Field(1.5, ge=1, description="soft deadline: factor x predicted time + slack")
+    deadline_slack_s: float = Field(10.0, ge=0, description="added to every soft deadline")
+    escalate_after_s: float = Field(10.0, gt=0, description="seconds on one rung before the next")
+    stall_passes: int = Field(
+        3, ge=0, description="passes without progress that start the ladder early (no auto-converge); 0: off"
+    )
+    auto_converge: bool = Field(True, description="first rung: QEMU throttles a guest that outruns the link")
+    auto_converge_initial_pct: int = Field(20, ge=1, le=99, description="auto-converge's first throttle")
+    auto_converge_increment_pct: int = Field(10, ge=1, le=99, description="auto-converge's step per pass")
+    allow_postcopy: bool = Field(
+        False, description="post-copy rung for VMs without a postcopy label (irreversible once switched)"
+    )
+    postcopy_bandwidth_mibps: float = Field(0.0, ge=0, description="post-copy bandwidth; 0: unlimited")
+    journal: str = Field("", description="sqlite journal of every step; empty: <output.dir>/journal.sqlite")
+    poll_s: float = Field(0.5, gt=0, le=10, description="job statistics poll interval")
+    abort_wait_s: float = Field(
+        60.0, gt=0, description="wait for an aborted or interrupted job to end before calling it unknown"
+    )
+    cold_shutdown_timeout_s: float = Field(120.0, gt=0, description="cold migration: wait for a shutdown")
+    cold_force_off: bool = Field(False, description="cold migration: power off a VM that ignores shutdown")
+    peer_uris: dict[str, str] = Field(
+        default_factory=dict, description="host -> URI its peers' libvirtd reach it by; absent: its uri"
+    )
+    migration_uris: dict[str, str] = Field(
+        default_factory=dict, description="host -> QEMU migration stream address; absent: libvirt's choice"
+    )
+
+    @model_validator(mode="after")
+    def _limit_above_budget(self) -> ApplySettings:
+        if self.max_downtime_limit_ms < self.max_downtime_ms:
+            raise ValueError("max_downtime_limit_ms must be at least max_downtime_ms")
+        return self
 
 
 class OutputSettings(_Section):
@@ -174,6 +273,7 @@ class Config(_Section):
     power: PowerSettings = Field(default_factory=PowerSettings)
     whatif: WhatifSettings = Field(default_factory=WhatifSettings)
     simulate: SimulateSettings = Field(default_factory=SimulateSettings)
+    apply: ApplySettings = Field(default_factory=ApplySettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
 
 

@@ -43,10 +43,23 @@ def forecast(
     progress: Progress = quiet,
 ) -> tuple[Forecast, dict[str, Any]]:
     from advisor.forecast import train_and_forecast
+    from advisor.forecast.pipeline import prepare
+    from advisor.forecast.predict import forecast_on
+    from advisor.forecast.registry import champion_for_stage
 
     cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
     metrics = metrics if metrics is not None else read_metrics(out / files.METRICS_FILE)
-    result, summary = train_and_forecast(cluster, metrics, cfg.forecast, progress)
+    champion = champion_for_stage(cfg.forecast)  # the one `advisor train` exported, if it fits
+    if champion.model is not None:
+        progress(f"forecasting with the {champion.label} ({cfg.forecast.export_path})")
+        grid = prepare(cluster, metrics)
+        result, short = forecast_on(grid, cluster, champion.model.models or {}, cfg.forecast, champion.label)
+        summary = {"source": "champion", "model": champion.label, "run_id": champion.card.get("run_id")}
+        summary |= {"card": champion.card, "naive_fallback_vms": short}
+    else:
+        progress(f"{champion.label}: training a forecaster now")
+        result, summary = train_and_forecast(cluster, metrics, cfg.forecast, progress)
+        summary |= {"source": "trained now", "no_champion": champion.label}
     files.write_forecast(out / files.FORECAST_FILE, result)
     files.write_json(out / files.FORECAST_SUMMARY_FILE, summary)
     return result, summary
@@ -58,17 +71,31 @@ def plan(
     cluster: Cluster | None = None,
     fc: Forecast | None = None,
     progress: Progress = quiet,
+    metrics: pd.DataFrame | None = None,
+    moved_at: dict[str, Any] | None = None,
 ) -> Plan:
+    """`moved_at`: VM -> when it last moved (a UTC datetime), for anti-ping-pong; by default read from the
+    apply journal. The joint peak model reads the metrics history (`metrics`, else the collected file)."""
+    from advisor.execute.journal import journal_path, last_moves
     from advisor.optimize import plan_fleet
+    from advisor.optimize.demand import joint_history
     from advisor.optimize.pareto import pareto_sweep
 
     cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
     fc = fc or files.read_forecast(out / files.FORECAST_FILE)
-    result = plan_fleet(cluster, fc, cfg.plan, progress)
+    if moved_at is None:
+        moved_at = dict(last_moves(journal_path(cfg, out)))
+        if moved_at:
+            progress(f"{len(moved_at)} VM(s) moved before, per the apply journal (plan.sticky_h)")
+    history = None
+    if cfg.plan.peak_model == "joint":
+        metrics = metrics if metrics is not None else read_metrics(out / files.METRICS_FILE)
+        history = joint_history(cluster, fc, metrics, cfg.plan.peak_history_h)
+    result = plan_fleet(cluster, fc, cfg.plan, progress, moved_at, history)
     files.write_plan(out / files.PLAN_FILE, result)
     pareto = out / files.PARETO_FILE
     if cfg.plan.pareto_caps:
-        points = pareto_sweep(cluster, fc, cfg.plan, result, progress)
+        points = pareto_sweep(cluster, fc, cfg.plan, result, progress, moved_at, history)
         files.write_json(
             pareto,
             {

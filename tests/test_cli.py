@@ -54,9 +54,9 @@ def test_dry_run_and_report(stages_dir: Path) -> None:
     assert "<html" in (stages_dir / "report.html").read_text().lower()
 
 
-def test_live_apply_is_refused_without_dry_run(stages_dir: Path) -> None:
+def test_live_apply_without_libvirt_hosts_is_one_line_pointing_at_the_dry_run(stages_dir: Path) -> None:
     code, text = run("apply", "-o", str(stages_dir))
-    assert code == 2 and "--dry-run" in text and "Traceback" not in text
+    assert code == 2 and "collect.libvirt.hosts" in text and "--dry-run" in text and "Traceback" not in text
 
 
 def test_stale_plan_is_refused(stages_dir: Path, tmp_path: Path) -> None:
