@@ -1,5 +1,5 @@
-"""Forecast benchmark (issue 5): MAE of the change model against the naive baselines, and P95 coverage,
-per metric and horizon, on a time split of real traces.
+"""Forecast benchmark (issue 5): MAE of the horizon forecaster against the naive baselines, and P95
+coverage, per metric and horizon, on a time split of real traces.
 
     .venv/bin/python bench/forecast.py \
         --trace bitbrains:../shared/data/bitbrains_rnd/bitbrains_rnd_2013-08.csv.gz --train-days 21 --json
@@ -10,6 +10,10 @@ Split: training targets end before the first sample + N days; test origins are e
 every `--test-every`) from there on, all VMs. PlanetLab day files are taken as consecutive days in the
 order given, keeping the VMs present in every file (each file's own VMs differ), CPU as a share of the
 VM's capacity (percent / 100). Bitbrains: CPU in cores, memory in MiB, as `load_bitbrains` reads them.
+The model is `HorizonForecaster` (advisor.forecast.horizons) with its defaults; the JSON has the
+issue's figures only; timings, the moving-average baseline and the model's validation go to stderr.
+`--forecast-vms N` also times a forecast of N VMs (the trace's VMs repeated under new names) from a
+metrics frame of their last HISTORY_DAYS + 1 days with the models just fitted.
 """
 
 from __future__ import annotations
@@ -18,25 +22,21 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from advisor.collect.traces import PL_STEP_S, load_bitbrains
 from advisor.config import PowerSettings, TraceSettings
 from advisor.errors import InputError
+from advisor.forecast.backtest import evaluate_split
 from advisor.forecast.horizons import (
+    HISTORY_DAYS,
     HORIZONS_S,
-    coverage,
-    fit_quantiles,
-    horizon_rows,
-    mae,
+    HorizonForecaster,
+    forecast_latest,
     metric_grid,
-    naive_forecast,
-    sample_pairs,
     scale_floor,
-    seasonal_naive_forecast,
 )
 from advisor.metrics import validate_metrics
 
@@ -78,57 +78,95 @@ def planetlab_metrics(paths: Sequence[str], vms: int | None) -> pd.DataFrame:
     return validate_metrics(pd.concat(frames, ignore_index=True), ", ".join(paths))
 
 
+def say(text: str, log: bool) -> None:
+    if log:
+        print(text, file=sys.stderr)
+
+
 def evaluate(
     metrics: pd.DataFrame,
     names: Sequence[str],
     train_days: float,
-    train_rows: int = 100_000,
+    train_rows: int = 300_000,
     test_every: int = 1,
-    max_iter: int = 200,
+    params: Mapping[str, object] | None = None,
     log: bool = False,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """{metric: {horizon: figures}} on the time split after `train_days` from the first sample."""
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, HorizonForecaster]], dict[str, float]]:
+    """({metric: {horizon: figures}}, the fitted models, the training floors) on the time split after
+    `train_days` from the first sample."""
     split = metrics["ts"].min() + pd.Timedelta(days=train_days)
     out: dict[str, dict[str, dict[str, float]]] = {}
+    models: dict[str, dict[str, HorizonForecaster]] = {}
+    floors: dict[str, float] = {}
+    fit_total = 0.0
     for name in names:
+        t0 = time.perf_counter()
         grid = metric_grid(metrics, METRIC_COLUMNS[name])
-        first_test = int(np.searchsorted(grid.times.asi8, split.value, side="left"))
+        first_test = int(grid.times.searchsorted(split, side="left"))
         if first_test >= len(grid.times) - 1 or first_test < 1:
             raise InputError(f"--train-days {train_days:g}: leaves no training or no test data")
-        n_vm, floor = len(grid.vms), scale_floor(grid, first_test)
-        out[name] = {}
-        for horizon, h_s in HORIZONS_S.items():
-            t0 = time.perf_counter()
-            ahead = grid.steps(h_s)
-            train_origins = np.arange(0, first_test - ahead)  # targets end before the split
-            if train_origins.size == 0:
-                raise InputError(f"--train-days {train_days:g}: too short for the {horizon} horizon")
-            train = horizon_rows(grid, horizon, *sample_pairs(n_vm, train_origins, train_rows), floor)
-            models = fit_quantiles(train, max_iter=max_iter)
-            fitted = time.perf_counter()
-            origins = np.arange(first_test, len(grid.times), test_every)
-            rows = horizon_rows(
-                grid, horizon, np.repeat(np.arange(n_vm), len(origins)), np.tile(origins, n_vm), floor
-            )
-            ok = np.isfinite(rows.target) & np.isfinite(rows.naive)
-            X, y = rows.X[ok], rows.target[ok]
-            model_mae = mae(y, models[0.5].predict(X))
-            naive_mae = mae(y, naive_forecast(rows)[ok])
-            seasonal_mae = mae(y, seasonal_naive_forecast(rows)[ok])
+        fit_total += time.perf_counter() - t0
+        out[name], models[name], floors[name] = {}, {}, scale_floor(grid, first_test)
+        for horizon in HORIZONS_S:
+            try:
+                result = evaluate_split(grid, horizon, first_test, None, params, train_rows, test_every)
+            except InputError as e:
+                raise InputError(f"--train-days {train_days:g}: {e}") from None
+            f = result.figures
+            best = min(f.loc["naive", "mae"], f.loc["seasonal_naive", "mae"])
             out[name][horizon] = {
-                "model_mae": model_mae,
-                "naive_mae": naive_mae,
-                "seasonal_naive_mae": seasonal_mae,
-                "ratio": model_mae / min(naive_mae, seasonal_mae),
-                "p95_coverage": coverage(y, models[0.95].predict(X)),
+                "model_mae": float(f.loc["model", "mae"]),
+                "naive_mae": float(f.loc["naive", "mae"]),
+                "seasonal_naive_mae": float(f.loc["seasonal_naive", "mae"]),
+                "ratio": float(f.loc["model", "mae"] / best),
+                "p95_coverage": float(f.loc["model", "coverage_95"]),
             }
-            if log:
-                print(
-                    f"{name} {horizon}: features + P50/P95 fit {fitted - t0:.1f} s, "
-                    f"{ok.sum():,} test rows, {time.perf_counter() - t0:.1f} s in all",
-                    file=sys.stderr,
-                )
-    return out
+            models[name][horizon] = result.model
+            fit_total += result.fit_s
+            v = result.model.validation_
+            say(
+                f"{name} {horizon}: fit {result.fit_s:.1f} s (features + P50/P95 + validation + refit), "
+                f"test {result.test_s:.1f} s on {int(f.loc['model', 'rows']):,} rows; "
+                f"moving average ({result.moving_average.window_}) MAE {f.loc['moving_average', 'mae']:.4g}, "
+                f"MASE model {f.loc['model', 'mase']:.3f}; validation: {v.get('naive_vms', 0)} of "
+                f"{v.get('vms', 0)} VMs on naive, P95 offset {v.get('offset', 0.0):+.3f} scale",
+                log,
+            )
+    say(f"training in all (grids, features, fits; reading the trace excluded): {fit_total:.1f} s", log)
+    return out, models, floors
+
+
+def time_forecast(
+    metrics: pd.DataFrame,
+    names: Sequence[str],
+    models: Mapping[str, Mapping[str, HorizonForecaster]],
+    floors: Mapping[str, float],
+    n_vms: int,
+) -> dict[str, float]:
+    """Seconds to forecast `n_vms` VMs (all horizons and metrics) from a metrics frame of their last
+    HISTORY_DAYS + 1 days: the trace's VMs repeated under new names."""
+    recent = metrics[metrics["ts"] > metrics["ts"].max() - pd.Timedelta(days=HISTORY_DAYS + 1)]
+    vms = pd.unique(recent["vm"])
+    copies = -(-n_vms // len(vms))
+    frames = []
+    for c in range(copies):
+        keep = vms[: n_vms - c * len(vms)]
+        part = recent[recent["vm"].isin(keep)]
+        frames.append(part.assign(vm=part["vm"].astype(str) + f"#{c}"))
+    fleet = pd.concat(frames, ignore_index=True)
+    fleet["vm"] = fleet["vm"].astype("category")
+    t0 = time.perf_counter()
+    grids = {name: metric_grid(fleet, METRIC_COLUMNS[name]) for name in names}
+    t1 = time.perf_counter()
+    forecasts = [forecast_latest(models[name], grids[name], floors[name]) for name in names]
+    t2 = time.perf_counter()
+    assert all(len(f) == fleet["vm"].nunique() * len(HORIZONS_S) for f in forecasts)
+    return {
+        "vms": float(fleet["vm"].nunique()),
+        "rows": float(len(fleet)),
+        "grid_s": t1 - t0,
+        "forecast_s": t2 - t1,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,16 +174,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trace", action="append", required=True, help="bitbrains:FILE or planetlab:FILE")
     p.add_argument("--train-days", type=float, required=True)
     p.add_argument("--vms", type=int, default=None, help="keep only the first K VMs (quick runs)")
-    p.add_argument("--train-rows", type=int, default=100_000, help="sampled training rows per model")
+    p.add_argument("--train-rows", type=int, default=300_000, help="sampled (VM, origin) training rows")
+    p.add_argument("--max-train-rows", type=int, default=100_000, help="rows each model is fitted on")
     p.add_argument("--test-every", type=int, default=1, help="test origin every N grid steps")
     p.add_argument("--max-iter", type=int, default=200, help="boosting iterations per model")
+    p.add_argument("--forecast-vms", type=int, default=0, help="also time a forecast of N VMs")
     p.add_argument("--json", action="store_true", help="print only the JSON figures")
     args = p.parse_args(argv)
+    params = {"max_iter": args.max_iter, "max_train_rows": args.max_train_rows}
     try:
+        t0 = time.perf_counter()
         metrics, names = load_traces(args.trace, args.vms)
-        result = evaluate(
-            metrics, names, args.train_days, args.train_rows, args.test_every, args.max_iter, not args.json
+        say(f"read {len(metrics):,} samples in {time.perf_counter() - t0:.1f} s", not args.json)
+        result, models, floors = evaluate(
+            metrics, names, args.train_days, args.train_rows, args.test_every, params, not args.json
         )
+        if args.forecast_vms:
+            timing = time_forecast(metrics, names, models, floors, args.forecast_vms)
+            print(
+                f"forecast of {timing['vms']:,.0f} VMs ({timing['rows']:,.0f} samples, "
+                f"{len(names)} metric(s) x {len(HORIZONS_S)} horizons): grid {timing['grid_s']:.1f} s "
+                f"+ features and models {timing['forecast_s']:.1f} s",
+                file=sys.stderr,
+            )
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

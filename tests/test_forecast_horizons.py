@@ -15,17 +15,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from advisor.errors import InputError
+from advisor.forecast.dirtyrate import DirtyRateForecaster, dirty_grid, fit_dirty_rate, forecast_dirty_rate
 from advisor.forecast.horizons import (
     HORIZONS_S,
+    HorizonForecaster,
     MetricGrid,
+    MovingAverageBaseline,
+    NaiveBaseline,
+    SeasonalNaiveBaseline,
+    _gathered,
+    _rolling,
+    conformal_offset,
     coverage,
+    feature_columns,
     fit_quantiles,
+    forecast_latest,
     horizon_rows,
+    latest_rows,
     mae,
     metric_grid,
     naive_forecast,
     sample_pairs,
     seasonal_naive_forecast,
+    validation_split,
 )
 
 STEP = 300
@@ -141,6 +154,176 @@ def test_sample_pairs_are_distinct_and_bounded() -> None:
 def test_unknown_horizon_is_rejected() -> None:
     with pytest.raises(ValueError, match="horizon"):
         horizon_rows(grid_of(seasonal_values(1, 1, 0.0)), "2h", np.array([0]), np.array([0]), floor=0.01)
+
+
+def all_rows(grid: MetricGrid, horizon: str, origins: np.ndarray, floor: float = 0.01) -> Any:
+    n = len(grid.vms)
+    return horizon_rows(grid, horizon, np.repeat(np.arange(n), len(origins)), np.tile(origins, n), floor)
+
+
+def fitted(grid: MetricGrid, horizon: str, end: int, **params: Any) -> HorizonForecaster:
+    """A HorizonForecaster fitted on every (VM, origin) whose target is before grid index `end`."""
+    rows = all_rows(grid, horizon, np.arange(0, end - grid.steps(HORIZONS_S[horizon])))
+    ok = np.isfinite(rows.target)
+    return HorizonForecaster(horizon=horizon, **{"max_iter": 40, **params}).fit(rows.X[ok], rows.target[ok])
+
+
+def test_baseline_estimators_read_their_columns() -> None:
+    values = seasonal_values(3, 3, 0.3)
+    rows = all_rows(grid_of(values), "1h", np.arange(DAY, 2 * DAY))
+    X = rows.X
+    np.testing.assert_array_equal(NaiveBaseline().fit(X).predict(X), naive_forecast(rows))
+    np.testing.assert_array_equal(SeasonalNaiveBaseline().fit(X).predict(X), seasonal_naive_forecast(rows))
+    hour = MovingAverageBaseline(window="1h").fit(X).predict(X)
+    i = 7
+    v, o = rows.vm[i], rows.origin[i]
+    assert hour[i] == pytest.approx(values[v, o - 11 : o + 1].mean())
+    with pytest.raises(ValueError, match="window"):
+        MovingAverageBaseline(window="5h").fit(X)
+    assert "vm" not in feature_columns(X) and "base" not in feature_columns(X)
+    assert not any(c.startswith("bl_") for c in feature_columns(X))
+
+
+def test_moving_average_picks_the_window_the_data_favours() -> None:
+    rng = np.random.default_rng(3)
+    noisy = 5 + rng.normal(0, 1, size=(4, 3 * DAY))  # white noise: the longest mean wins
+    steps = np.repeat(rng.uniform(0, 10, size=(4, 3 * DAY // 6)), 6, axis=1)  # holds 30 min, then jumps
+    for values, expected in ((noisy, "6h"), (steps, "0.25h")):
+        rows = all_rows(grid_of(values), "5min", np.arange(DAY, 3 * DAY - 1))
+        ok = np.isfinite(rows.target)
+        assert MovingAverageBaseline().fit(rows.X[ok], rows.target[ok]).window_ == expected
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    width=st.integers(1, 40),
+    holes=st.floats(0, 0.6),
+    min_periods=st.integers(1, 5),
+)
+def test_gathered_windows_equal_pandas_rolling(seed: int, width: int, holes: float, min_periods: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(6, 120))
+    x[rng.random(x.shape) < holes] = np.nan
+    vm, idx = rng.integers(0, 6, 200), rng.integers(-3, 125, 200)  # some off the grid: NaN
+    stats = ("mean", "std", "max", "min", "median")
+    got = _gathered(x, vm, idx, width, stats, min(min_periods, width))
+    for s in stats:
+        rolled = _rolling(x, width, s, min(min_periods, width))
+        inside = (idx >= 0) & (idx < 120)
+        expected = np.where(inside, rolled[vm, np.clip(idx, 0, 119)], np.nan)
+        np.testing.assert_allclose(got[s], expected, equal_nan=True, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("horizon", list(HORIZONS_S))
+def test_a_few_rows_get_the_features_of_many(horizon: str) -> None:
+    """Few rows gather their windows, many roll the whole grid: the features must not depend on it."""
+    grid = grid_of(seasonal_values(3, 9, 0.4, seed=5))
+    few_vm, few_o = np.array([0, 2, 1]), np.array([8 * DAY, 5 * DAY + 7, 9 * DAY - 1])
+    many = all_rows(grid, horizon, np.arange(DAY, 9 * DAY))
+    few = horizon_rows(grid, horizon, few_vm, few_o, floor=0.01)
+    pick = [
+        int(np.flatnonzero((many.vm == v) & (many.origin == o))[0])
+        for v, o in zip(few_vm, few_o, strict=True)
+    ]
+    pd.testing.assert_frame_equal(few.X, many.X.iloc[pick].reset_index(drop=True), rtol=1e-7)
+    np.testing.assert_allclose(few.target, many.target[pick], equal_nan=True)
+
+
+def test_horizon_forecaster_beats_naive_on_a_seasonal_fleet() -> None:
+    grid = grid_of(seasonal_values(12, 6, 0.05))
+    model = fitted(grid, "1h", 4 * DAY)
+    test = all_rows(grid, "1h", np.arange(4 * DAY, 6 * DAY - 12))
+    q = model.predict_quantiles(test.X)
+    assert mae(test.target, q[0.5]) < 0.5 * mae(test.target, naive_forecast(test))
+    assert (q[0.95] >= q[0.5]).all()
+    assert model.naive_vms_ == frozenset()
+
+
+def test_calibrated_p95_covers_95_percent_of_a_stationary_fleet() -> None:
+    rng = np.random.default_rng(11)
+    n_vm, days = 30, 8
+    level = rng.uniform(1, 10, size=(n_vm, 1))
+    noise = rng.gamma(2.0, 0.2, size=(n_vm, days * DAY)) * level  # skewed, scale grows with the level
+    grid = grid_of(level + noise)
+    model = fitted(grid, "5min", 5 * DAY, max_iter=20)
+    test = all_rows(grid, "5min", np.arange(5 * DAY, days * DAY - 1))
+    assert 0.93 <= coverage(test.target, model.predict_quantiles(test.X)[0.95]) <= 0.97
+
+
+def test_per_vm_fallback_picks_naive_where_naive_is_exact() -> None:
+    values = seasonal_values(10, 6, 0.05)
+    values[3] = 2.5  # a flat VM: the last value is exact, a learned change can only be worse
+    grid = grid_of(values)
+    model = fitted(grid, "1h", 5 * DAY)
+    assert "vm3" in model.naive_vms_
+    assert len(model.naive_vms_) < 3  # the seasonal VMs keep the model
+    test = all_rows(grid, "1h", np.arange(5 * DAY, 6 * DAY - 12))
+    flat = test.vm == 3
+    np.testing.assert_array_equal(model.predict(test.X)[flat], 2.5)
+    assert model.validation_["fallback_mae"] <= model.validation_["naive_mae"]
+
+
+def test_validation_split_keeps_training_targets_before_validation() -> None:
+    origin = pd.Series(START + pd.to_timedelta(np.arange(100) * STEP, unit="s"))
+    train, valid = validation_split(origin, "1h", 0.2)
+    first_valid = origin[valid].min()
+    assert valid.sum() == 20 and (origin[train] + pd.Timedelta(hours=1) <= first_valid).all()
+    assert train.sum() == 80 - 12  # origins whose target would fall in the validation span are dropped
+
+
+def test_conformal_offset_is_the_finite_sample_quantile() -> None:
+    scores = np.arange(1.0, 20.0)  # 19 scores: ceil(20 * 0.95) = 19th smallest
+    assert conformal_offset(scores, 0.95) == 19.0
+    assert conformal_offset(np.arange(1.0, 101.0), 0.9) == 91.0
+    assert conformal_offset(np.array([]), 0.95) == 0.0
+
+
+def test_forecast_latest_gives_every_vm_each_horizon() -> None:
+    grid = grid_of(seasonal_values(4, 4, 0.1))
+    models = {"5min": fitted(grid, "5min", 4 * DAY), "1h": fitted(grid, "1h", 4 * DAY)}
+    out = forecast_latest(models, grid, floor=0.01)
+    assert len(out) == 8 and set(out["horizon"]) == {"5min", "1h"}
+    assert (out["upper"] >= out["p50"]).all() and np.isfinite(out["p50"]).all()
+    last = latest_rows(grid, "1h", 0.01)
+    assert (last.origin == len(grid.times) - 1).all()
+
+
+def dirty_frame(values: np.ndarray) -> pd.DataFrame:
+    """CPU and memory of every VM, with `values` as their dirty rates (NaN: not measured)."""
+    df = frame(np.ones_like(values))
+    df["dirty_mibps"] = values.reshape(-1)
+    return df
+
+
+def test_dirty_rate_forecaster_learns_a_daily_pattern_and_skips_unmeasured_vms() -> None:
+    values = 20 * seasonal_values(7, 5, 0.05, seed=2)
+    values[6] = np.nan  # a VM the collector has no dirty rate for
+    fitted = fit_dirty_rate(dirty_frame(values[:, : 4 * DAY]), max_iter=40)
+    assert isinstance(fitted.model, DirtyRateForecaster) and fitted.model.horizon == "5min"
+    out = forecast_dirty_rate(fitted, dirty_frame(values[:, : 4 * DAY]))
+    assert list(out["vm"]) == [f"vm{i}" for i in range(6)]
+    assert (out["upper_mibps"] >= out["p50_mibps"]).all()
+    grid = dirty_grid(dirty_frame(values))
+    test = all_rows(grid, "5min", np.arange(4 * DAY, 5 * DAY - 1), floor=fitted.floor)
+    model_mae = mae(test.target, fitted.model.predict(test.X))
+    assert model_mae < 0.8 * mae(test.target, naive_forecast(test))
+
+
+@pytest.mark.parametrize("column", ["absent", "all NaN"])
+def test_missing_dirty_rates_are_an_input_error(column: str) -> None:
+    df = frame(seasonal_values(2, 1, 0.1))
+    if column == "all NaN":
+        df["dirty_mibps"] = np.nan
+    with pytest.raises(InputError, match="no dirty_mibps values"):
+        fit_dirty_rate(df)
+    with pytest.raises(InputError, match="no dirty_mibps values"):
+        metric_grid(df, "dirty_mibps")
+
+
+def test_too_short_a_dirty_history_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="too little"):
+        fit_dirty_rate(dirty_frame(np.ones((2, 3))))
 
 
 # --- bench/forecast.py ------------------------------------------------------------------------------

@@ -1,36 +1,57 @@
 """Per-step forecasts of one metric at three horizons: the value 5 minutes and 1 hour ahead, and the
-peak over the next 24 hours, with the naive and seasonal-naive baselines and a learned change model.
+peak over the next 24 hours, with naive, seasonal-naive and moving-average baselines and a learned
+change model.
 
 The metric is put on a regular grid (`features.to_grid`), gaps carried forward for the features only
-(never for targets). A row is a (VM, origin) pair: features read the grid at or before the origin.
+(never for targets). A row is a (VM, origin) pair: features read the grid at or before the origin,
+as changes from the last value scaled by the VM's recent variability, so that one global model
+serves VMs of 1 core and of 32, of 1 GiB and of 64 GiB.
 
-Why the learned model predicts the change from the last value, scaled by the VM's recent variability:
-predicting levels was worse (issue 5), and scaling lets one global model serve VMs of 1 core and of
-32, of 1 GiB and of 64 GiB. `ChangeForecaster` hides that: it takes the rows' features and predicts
-levels.
+Why the learned model predicts the change from the last value: predicting levels was worse (issue 5).
+`ChangeForecaster` hides that: it takes the rows' features and predicts levels. `HorizonForecaster`
+wraps two of them (P50, P95) into the model the advisor uses: fitted on the older part of the rows,
+its P95 calibrated and its per-VM fallback to naive chosen on the most recent part, so that no VM gets
+a forecast worse than the last value on validation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from advisor.errors import InputError
 from advisor.forecast.features import MIN_COVERAGE, to_grid
 
 HORIZONS_S = {"5min": 300.0, "1h": 3600.0, "24h_peak": 86400.0}
 PEAK = "24h_peak"
 DAY_S = 86400.0
 LAGS_S = (300.0, 600.0, 900.0, 1800.0, 3600.0, 3 * 3600.0)
-WINDOWS_S = (3600.0, 6 * 3600.0, DAY_S)
+WINDOWS_S = (900.0, 3600.0, 6 * 3600.0, DAY_S)
+MA_WINDOWS_S = (900.0, 3600.0, 3 * 3600.0, 6 * 3600.0)  # moving-average baselines, point horizons
+PEAK_MA_DAYS = (2, 3, 7)  # moving averages of the daily peak, peak horizon
 FLOOR_SHARE = 0.01  # the scale floor as a share of the metric's mean level over the history given
+JUMP = 0.5  # a step change above JUMP x the scale counts as a jump (feature: steps since the last one)
+HISTORY_DAYS = 8  # the most history a row's features read
+# Gathering a row's window costs about as much as this many grid cells of pandas' rolling statistic
+# (timed on a 500 x 8640 grid): below it, rows are gathered; above, the whole span is rolled once.
+GATHER_PER_CELL = {"mean": 6, "std": 6, "max": 10, "min": 10, "median": 40}
+METRIC_NAMES = ("cpu_cores", "mem_mib", "dirty_mibps")
+# Columns of HorizonRows.X that are not model features: the row's identity, the level the change model
+# starts from and its scale, and (prefix BASELINE) the baselines' levels.
+ID_COLUMNS = ("vm", "origin")
+WEEKDAY = ("dow_sin", "dow_cos")
+WEEKLY_MIN_DAYS = 14  # days of origins the weekday features need (two of each weekday)
+BASELINE = "bl_"
 
 
 @dataclass(frozen=True)
@@ -50,9 +71,18 @@ class MetricGrid:
 
 
 def metric_grid(metrics: pd.DataFrame, metric: str) -> MetricGrid:
-    """`metric` (cpu_cores or mem_mib) of every VM in the metrics frame on its regular grid."""
+    """`metric` (cpu_cores, mem_mib or dirty_mibps) of every VM in the metrics frame on its regular grid.
+
+    Rows where the metric is NaN are left out (a collector that does not measure it for some VMs);
+    a metric absent or NaN everywhere is an InputError."""
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"metric must be one of {', '.join(METRIC_NAMES)}, got {metric!r}")
+    if metric not in metrics.columns or not metrics[metric].notna().any():
+        raise InputError(f"metrics: no {metric} values to forecast (column absent or empty)")
+    metrics = metrics[metrics[metric].notna()]
     grid = to_grid(metrics, list(pd.unique(metrics["vm"])))
-    raw = {"cpu_cores": grid.cpu, "mem_mib": grid.mem}[metric]
+    raw = {"cpu_cores": grid.cpu, "mem_mib": grid.mem, "dirty_mibps": grid.dirty}[metric]
+    assert raw is not None  # to_grid grids dirty_mibps when the column exists
     filled = pd.DataFrame(raw.T).ffill().to_numpy().T
     return MetricGrid(grid.vms, grid.times, grid.step_s, raw, filled)
 
@@ -63,7 +93,7 @@ class HorizonRows:
 
     vm: np.ndarray  # row -> VM index in the grid
     origin: np.ndarray  # row -> grid index of the origin
-    X: pd.DataFrame  # features, plus `base` (the naive forecast) and `scale` for ChangeForecaster
+    X: pd.DataFrame  # `vm`, `origin`, features, `base` (naive), `scale`, `bl_*` baselines' levels
     naive: np.ndarray
     seasonal: np.ndarray  # NaN where the day before is not in the grid
     target: np.ndarray  # NaN where unobserved (past the grid end or a gap)
@@ -73,6 +103,93 @@ def _rolling(values: np.ndarray, width: int, stat: str, min_periods: int) -> np.
     """A trailing-window statistic at every grid index, NaN-skipping (pandas' O(n) rolling)."""
     frame = pd.DataFrame(values.T).rolling(width, min_periods=min_periods)
     return np.asarray(getattr(frame, stat)().to_numpy().T)
+
+
+def _window_block(x: np.ndarray, vm: np.ndarray, idx: np.ndarray, width: int) -> np.ndarray:
+    """x[vm, idx - width + 1 .. idx] as a (rows, width) copy, NaN off the grid: read through a sliding
+    window view (ten times faster than fancy indexing by position), the rows at the edges apart."""
+    n_t = x.shape[1]
+    start = idx - width + 1
+    inside = (start >= 0) & (idx < n_t)
+    if width <= n_t and inside.all():
+        return np.asarray(sliding_window_view(x, width, axis=1)[vm, start])
+    block = np.full((len(vm), width), np.nan)
+    if width <= n_t and inside.any():
+        block[inside] = sliding_window_view(x, width, axis=1)[vm[inside], start[inside]]
+    edge = np.flatnonzero(~inside)
+    pos = idx[edge, None] + np.arange(-width + 1, 1)
+    ok = (pos >= 0) & (pos < n_t)
+    block[edge] = np.where(ok, x[vm[edge, None], np.clip(pos, 0, n_t - 1)], np.nan)
+    return block
+
+
+def _gathered(
+    x: np.ndarray, vm: np.ndarray, idx: np.ndarray, width: int, stats: Sequence[str], min_periods: int
+) -> dict[str, np.ndarray]:
+    """Trailing-window `stats` of x[vm, idx - width + 1 .. idx] per row, NaN-skipping, as `_rolling`
+    then `_at` give them (std with ddof 1; NaN where idx is off the grid or the window has fewer than
+    `min_periods` values), gathered for the rows only."""
+    unknown = set(stats) - {"mean", "std", "max", "min", "median"}
+    if unknown:
+        raise ValueError(f"unknown window statistic(s) {', '.join(sorted(unknown))}")
+    n_t = x.shape[1]
+    out = {s: np.full(len(vm), np.nan) for s in stats}
+    chunk = max(1, 4_000_000 // width)
+    for begin in range(0, len(vm), chunk):
+        part = slice(begin, begin + chunk)
+        block = _window_block(x, vm[part], idx[part], width)
+        seen = np.isfinite(block)
+        n = seen.sum(axis=1)
+        keep = (n >= max(min_periods, 1)) & (idx[part] >= 0) & (idx[part] < n_t)
+        got: dict[str, np.ndarray] = {}
+        if "median" in stats:
+            block.sort(axis=1)  # NaN last
+            seen = np.arange(width) < n[:, None]
+            lo = np.take_along_axis(block, np.maximum((n - 1) // 2, 0)[:, None], axis=1)[:, 0]
+            hi = np.take_along_axis(block, np.maximum(n // 2 - (n == 0), 0)[:, None], axis=1)[:, 0]
+            got["median"] = (lo + hi) / 2
+        if "max" in stats:
+            got["max"] = np.fmax.reduce(block, axis=1)
+        if "min" in stats:
+            got["min"] = np.fmin.reduce(block, axis=1)
+        if "mean" in stats or "std" in stats:
+            block[~seen] = 0.0
+            got["mean"] = block.sum(axis=1) / np.maximum(n, 1)
+            block -= got["mean"][:, None]
+            block[~seen] = 0.0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                got["std"] = np.where(n > 1, np.sqrt(np.einsum("ij,ij->i", block, block) / (n - 1)), np.nan)
+        for stat in stats:
+            out[stat][part] = np.where(keep, got[stat], np.nan)
+    return out
+
+
+class _Windows:
+    """Trailing-window statistics of one (vms, times) array at the rows' VMs, each the cheaper way:
+    gathered per row for a few rows (a forecast at the last origin), rolled over the whole span for
+    many (training, backtests)."""
+
+    def __init__(self, x: np.ndarray, vm: np.ndarray) -> None:
+        self.x, self.vm = x, vm
+        self.rolled: dict[tuple[int, str, int], np.ndarray] = {}
+
+    def at(
+        self, idx: np.ndarray, width: int, stats: Sequence[str], min_periods: int = 1
+    ) -> dict[str, np.ndarray]:
+        dense = [s for s in stats if len(self.vm) * width > GATHER_PER_CELL[s] * self.x.size]
+        out = {}
+        for stat in dense:
+            key = (width, stat, min_periods)
+            if key not in self.rolled:
+                self.rolled[key] = _rolling(self.x, width, stat, min_periods)
+            out[stat] = _at(self.rolled[key], self.vm, idx)
+        sparse = [s for s in stats if s not in dense]
+        if sparse:
+            out |= _gathered(self.x, self.vm, idx, width, sparse, min_periods)
+        return out
+
+    def one(self, idx: np.ndarray, width: int, stat: str, min_periods: int = 1) -> np.ndarray:
+        return self.at(idx, width, (stat,), min_periods)[stat]
 
 
 def _at(values: np.ndarray, vm: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -97,52 +214,129 @@ def scale_floor(grid: MetricGrid, end: int) -> float:
     return max(FLOOR_SHARE * level, 1e-9)
 
 
+def _steps_since_jump(
+    x: np.ndarray, vm: np.ndarray, o: np.ndarray, scale: np.ndarray, cap: int
+) -> np.ndarray:
+    """Grid steps since the row's last change larger than JUMP x its scale, at most `cap`: how settled
+    a VM is, which decides whether its last value or its recent average predicts better."""
+    out = np.empty(len(vm))
+    chunk = max(1, 4_000_000 // cap)
+    for begin in range(0, len(vm), chunk):
+        part = slice(begin, begin + chunk)
+        block = _window_block(x, vm[part], o[part], cap + 1)
+        with np.errstate(invalid="ignore"):
+            jumped = np.abs(np.diff(block, axis=1)) > JUMP * scale[part, None]
+        latest = cap - 1 - np.argmax(jumped[:, ::-1], axis=1)  # index of the last jump, if any
+        out[part] = np.where(jumped.any(axis=1), cap - 1 - latest, cap)
+    return out
+
+
 def horizon_rows(
     grid: MetricGrid, horizon: str, vm: np.ndarray, origin: np.ndarray, floor: float
 ) -> HorizonRows:
     """The rows (vm[i], origin[i]) for `horizon` (a HORIZONS_S key).
 
     Baselines: naive is the last value (for the peak, the max of the last 24 h); seasonal naive the value
-    one day before the target time (for the peak, the max of the previous UTC day). The peak target is
-    the max over (origin, origin + 24 h] and needs MIN_COVERAGE of its samples. Changes are scaled by
-    the VM's 24-h std + 10% of its 24-h mean + `floor` (see `scale_floor`)."""
+    one day before the target time (for the peak, the max of the previous UTC day); moving averages the
+    mean of the last 15 min to 6 h (for the peak, the mean of the daily peaks of the last 2-7 days),
+    their medians among the features (robust levels of VMs that flip between two states). The
+    peak target is the max over (origin, origin + 24 h] and needs MIN_COVERAGE of its samples. Changes
+    are scaled by the VM's 24-h std + 10% of its 24-h mean + `floor` (see `scale_floor`). Features read
+    at most HISTORY_DAYS back, so a forecast at the last origin only touches the last days of the grid."""
     if horizon not in HORIZONS_S:
         raise ValueError(f"horizon must be one of {', '.join(HORIZONS_S)}, got {horizon!r}")
     vm, origin = np.asarray(vm, dtype=np.int64), np.asarray(origin, dtype=np.int64)
-    x = grid.filled
     day, h = grid.steps(DAY_S), grid.steps(HORIZONS_S[horizon])
-    last = x[vm, origin]
+    lo = max(0, int(origin.min(initial=0)) - HISTORY_DAYS * day)
+    hi = int(origin.max(initial=0)) + day + 1
+    # row-major: windows along time are read from contiguous memory
+    x, raw = np.ascontiguousarray(grid.filled[:, lo:hi]), np.ascontiguousarray(grid.raw[:, lo:hi])
+    o = origin - lo
+    last = x[vm, o]
+    win = _Windows(x, vm)
     stats: dict[str, np.ndarray] = {}
     for w_s in WINDOWS_S:
-        w = grid.steps(w_s)
-        for s in ("mean", "std", "max", "min"):
-            stats[f"{s}_{w_s / 3600:g}h"] = _at(_rolling(x, w, s, 1), vm, origin)
+        got = win.at(o, grid.steps(w_s), ("mean", "std", "max", "min", "median"))
+        stats |= {f"{s}_{w_s / 3600:g}h": v for s, v in got.items()}
     scale = np.nan_to_num(stats["std_24h"]) + 0.1 * np.abs(np.nan_to_num(stats["mean_24h"])) + floor
+    baselines: dict[str, np.ndarray] = {}
     if horizon == PEAK:
         naive = stats["max_24h"]
-        day_max = _rolling(x, day, "max", 1)
-        seasonal = _at(day_max, vm, previous_day_end(grid.times, origin))
-        target = _at(_rolling(grid.raw, day, "max", int(np.ceil(MIN_COVERAGE * day))), vm, origin + day)
+        seasonal = win.one(previous_day_end(grid.times, origin) - lo, day, "max")
+        target = _Windows(raw, vm).one(o + day, day, "max", int(np.ceil(MIN_COVERAGE * day)))
+        past_peaks = np.stack([win.one(o - k * day, day, "max") for k in range(max(PEAK_MA_DAYS))])
+        seen = np.isfinite(past_peaks)
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: a VM without past peaks
+            for k in PEAK_MA_DAYS:
+                baselines[f"ma_{k}d"] = np.nan_to_num(past_peaks[:k]).sum(axis=0) / seen[:k].sum(axis=0)
+                baselines[f"median_{k}d"] = np.nanmedian(past_peaks[:k], axis=0)
     else:
         naive = last
-        seasonal = _at(x, vm, origin + h - day)
-        target = _at(grid.raw, vm, origin + h)
+        seasonal = _at(x, vm, o + h - day)
+        target = _at(raw, vm, o + h)
+        for w_s in MA_WINDOWS_S:
+            label = f"{w_s / 3600:g}h"
+            got = win.at(o, grid.steps(w_s), ("mean", "median"))
+            baselines[f"ma_{label}"], baselines[f"median_{label}"] = got["mean"], got["median"]
     feats: dict[str, np.ndarray] = {}
     for lag_s in LAGS_S:
-        feats[f"d_lag_{lag_s / 60:g}m"] = (_at(x, vm, origin - grid.steps(lag_s)) - last) / scale
+        feats[f"d_lag_{lag_s / 60:g}m"] = (_at(x, vm, o - grid.steps(lag_s)) - last) / scale
     for name, v in stats.items():
         feats[f"d_{name}"] = v / scale if name.startswith("std") else (v - last) / scale
+    for name, v in baselines.items():
+        if name not in stats:
+            feats[f"d_{name}"] = (v - last) / scale
     feats["d_seasonal"] = (seasonal - last) / scale
-    feats["d_seasonal_2d"] = (_at(x, vm, origin + (0 if horizon == PEAK else h) - 2 * day) - last) / scale
-    feats["yesterday_change"] = (seasonal - _at(x, vm, origin - day)) / scale
+    feats["d_seasonal_2d"] = (_at(x, vm, o + (0 if horizon == PEAK else h) - 2 * day) - last) / scale
+    feats["d_seasonal_7d"] = (_at(x, vm, o + (0 if horizon == PEAK else h) - 7 * day) - last) / scale
+    feats["yesterday_change"] = (seasonal - _at(x, vm, o - day)) / scale
+    feats["d_max_7d"] = (win.one(o, 7 * day, "max") - last) / scale
     feats["level"] = last / scale
+    feats["log_scale"] = np.log(scale)
+    feats["since_jump"] = _steps_since_jump(x, vm, o, scale, day)
     when = grid.times[origin]
     hour = np.asarray(when.hour + when.minute / 60, dtype=float)
     dow = np.asarray(when.day_of_week, dtype=float) + hour / 24
     feats["hour_sin"], feats["hour_cos"] = np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)
     feats["dow_sin"], feats["dow_cos"] = np.sin(2 * np.pi * dow / 7), np.cos(2 * np.pi * dow / 7)
-    X = pd.DataFrame({**feats, "base": naive, "scale": scale})
+    X = pd.DataFrame(
+        {
+            "vm": np.asarray(grid.vms, dtype=object)[vm] if len(vm) else np.array([], dtype=object),
+            "origin": when,
+            **feats,
+            "base": naive,
+            "scale": scale,
+            f"{BASELINE}seasonal": seasonal,
+            **{f"{BASELINE}{k}": v for k, v in baselines.items() if k.startswith("ma_")},
+        }
+    )
     return HorizonRows(vm, origin, X, naive, seasonal, target)
+
+
+def latest_rows(grid: MetricGrid, horizon: str, floor: float) -> HorizonRows:
+    """Every VM's row at the last grid point: what a forecast is made from."""
+    n = len(grid.vms)
+    return horizon_rows(grid, horizon, np.arange(n), np.full(n, len(grid.times) - 1), floor)
+
+
+def feature_columns(X: pd.DataFrame) -> list[str]:
+    """The model features of HorizonRows.X: all but the row identity, `base`, `scale` and baselines."""
+    return [c for c in X.columns if c not in (*ID_COLUMNS, "base", "scale") and not c.startswith(BASELINE)]
+
+
+def usable_columns(X: pd.DataFrame) -> list[str]:
+    """The features worth fitting on: not NaN everywhere (HistGradientBoostingRegressor 1.9 raises on
+    that), and the weekday only when the rows' origins span WEEKLY_MIN_DAYS: on less, test days are
+    weekdays training never saw, and trees send them down branches fitted to noise (a synthetic daily
+    wave trained on 4 days and scored on the next 2: a 1-h error 7 times larger with them)."""
+    origin = pd.DatetimeIndex(X["origin"]) if "origin" in X.columns and len(X) else None
+    span_days = (origin.max() - origin.min()).total_seconds() / DAY_S if origin is not None else np.inf
+    return [
+        c
+        for c in feature_columns(X)
+        if X[c].notna().any() and (c not in WEEKDAY or span_days >= WEEKLY_MIN_DAYS)
+    ]
 
 
 def naive_forecast(rows: HorizonRows) -> np.ndarray:
@@ -154,14 +348,86 @@ def seasonal_naive_forecast(rows: HorizonRows) -> np.ndarray:
     return np.where(np.isnan(rows.seasonal), rows.naive, rows.seasonal)
 
 
+def _column_or_naive(X: pd.DataFrame, column: str) -> np.ndarray:
+    """A baseline's level, the naive one (`base`) where the baseline has no value."""
+    values = X[column].to_numpy(float)
+    return np.where(np.isnan(values), X["base"].to_numpy(float), values)
+
+
+class NaiveBaseline(RegressorMixin, BaseEstimator):
+    """The last value (for the peak, the max of the last 24 h); X is HorizonRows.X."""
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> NaiveBaseline:
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "n_features_in_")
+        return X["base"].to_numpy(float)
+
+
+class SeasonalNaiveBaseline(RegressorMixin, BaseEstimator):
+    """The value a day before the target time (for the peak, the previous UTC day's max), the naive
+    value where that is not in the history."""
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> SeasonalNaiveBaseline:
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "n_features_in_")
+        return _column_or_naive(X, f"{BASELINE}seasonal")
+
+
+def moving_average_columns(X: pd.DataFrame) -> list[str]:
+    return [c for c in X.columns if c.startswith(f"{BASELINE}ma_")]
+
+
+class MovingAverageBaseline(RegressorMixin, BaseEstimator):
+    """The mean of the last `window` (e.g. "1h"; for the peak horizon, "3d": the mean of the last three
+    daily peaks); the naive value where the window has no sample.
+
+    With `window=None`, fit picks the window of lowest MAE on (X, y): smoothing pays on noisy VMs and
+    costs on ones that step, and only the data says which the fleet has more of."""
+
+    def __init__(self, window: str | None = None) -> None:
+        self.window = window
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> MovingAverageBaseline:
+        columns = moving_average_columns(X)
+        if self.window is not None:
+            if f"{BASELINE}ma_{self.window}" not in columns:
+                shown = ", ".join(c.removeprefix(f"{BASELINE}ma_") for c in columns)
+                raise ValueError(f"window must be one of {shown}, got {self.window!r}")
+            self.window_ = self.window
+        else:
+            if y is None:
+                raise ValueError("window=None chooses the window on y: give y")
+            target = np.asarray(y, dtype=float)
+            ok = np.isfinite(target)
+            errors = {c: mae(target[ok], _column_or_naive(X, c)[ok]) for c in columns}
+            self.window_ = min(errors, key=errors.__getitem__).removeprefix(f"{BASELINE}ma_")
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "window_")
+        return _column_or_naive(X, f"{BASELINE}ma_{self.window_}")
+
+
 class ChangeForecaster(RegressorMixin, BaseEstimator):
-    """A global quantile GBM of the scaled change from the naive forecast (the last value; for the peak,
+    """A global quantile GBM of the change from the naive forecast (`base`: the last value, for the peak
     the last 24 h's max); predicts levels, clipped at 0.
 
-    X is `HorizonRows.X`: every column but `base` and `scale` is a feature; y is the level target.
-    Rows are weighted by their scale (resampled in proportion to it), so the pinball loss is the one of
-    the level in units: the MAE in cores or MiB, which big VMs dominate, is what is minimised, not a
-    per-VM relative error.
+    X is `HorizonRows.X`: `usable_columns(X)` are the features; y is the level target. Either way the
+    pinball loss is the one of the level in units (the MAE in cores or MiB, which big VMs dominate,
+    not a per-VM relative error):
+    - `target="scaled"`: the change divided by the row's scale, rows resampled in proportion to it
+      (HistGradientBoostingRegressor's own sample weights made the quantile fit 5x slower);
+    - `target="units"`: the change itself, with the level and scale as features so that trees can
+      tell VMs of 1 core from VMs of 32. No resampling, so every row counts once and big VMs that
+      swing wildly do not fill the sample with copies of themselves. Fitted on Bitbrains days 1-16
+      and scored on days 17-21: memory 1 h error 0.5-1.3% lower, CPU no worse; PlanetLab: equal.
     One OpenMP thread, as QuantileGBMForecaster (threads spin on a busy 2-core machine)."""
 
     def __init__(
@@ -170,48 +436,63 @@ class ChangeForecaster(RegressorMixin, BaseEstimator):
         max_iter: int = 200,
         learning_rate: float = 0.1,
         max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 20,
         random_state: int | None = 0,
         threads: int = 1,
+        target: str = "scaled",
     ) -> None:
         self.quantile = quantile
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
         self.random_state = random_state
         self.threads = threads
+        self.target = target
+
+    def _inputs(self, X: pd.DataFrame) -> np.ndarray:
+        features = X[self.columns_].to_numpy(float)
+        if self.target == "units":
+            return np.column_stack([features, X["scale"].to_numpy(float), X["base"].to_numpy(float)])
+        return features
 
     def fit(self, X: pd.DataFrame, y: Any) -> ChangeForecaster:
+        if self.target not in ("scaled", "units"):
+            raise ValueError(f"target must be 'scaled' or 'units', got {self.target!r}")
         y = np.asarray(y, dtype=float)
         scale = X["scale"].to_numpy(float)
-        change = (y - X["base"].to_numpy(float)) / scale
-        ok = np.isfinite(change)
-        if not ok.any():
+        change = y - X["base"].to_numpy(float)
+        if self.target == "scaled":
+            change = change / scale
+        ok = np.flatnonzero(np.isfinite(change))
+        if not ok.size:
             raise ValueError("no row with a finite target and last value to fit on")
-        # Weighting by resampling: HistGradientBoostingRegressor's weighted binning (sklearn 1.9) took
-        # 40x longer than the boosting itself.
-        rng = np.random.default_rng(self.random_state)
-        weight = scale[ok] / scale[ok].sum()
-        pick = rng.choice(int(ok.sum()), size=int(ok.sum()), replace=True, p=weight)
-        self.columns_ = [c for c in X.columns if c not in ("base", "scale") and X[c].notna().any()]
+        if self.target == "scaled":
+            rng = np.random.default_rng(self.random_state)
+            ok = ok[rng.choice(ok.size, size=ok.size, replace=True, p=scale[ok] / scale[ok].sum())]
+        self.columns_ = usable_columns(X)
         model = HistGradientBoostingRegressor(
             loss="quantile",
             quantile=self.quantile,
             max_iter=self.max_iter,
             learning_rate=self.learning_rate,
             max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
             early_stopping=False,
             random_state=self.random_state,
         )
         with threadpool_limits(self.threads, user_api="openmp"):
-            self.model_ = model.fit(X.loc[ok, self.columns_].to_numpy(float)[pick], change[ok][pick])
+            self.model_ = model.fit(self._inputs(X.iloc[ok]), change[ok])
         self.n_features_in_ = X.shape[1]
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "model_")
         with threadpool_limits(self.threads, user_api="openmp"):
-            change = self.model_.predict(X[self.columns_].to_numpy(float))
-        return np.clip(X["base"].to_numpy(float) + X["scale"].to_numpy(float) * change, 0, None)
+            change = self.model_.predict(self._inputs(X))
+        if self.target == "scaled":
+            change = change * X["scale"].to_numpy(float)
+        return np.clip(X["base"].to_numpy(float) + change, 0, None)
 
 
 def sample_pairs(n_vms: int, origins: np.ndarray, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -230,6 +511,168 @@ def fit_quantiles(
     ok = np.isfinite(rows.target) & np.isfinite(rows.naive)
     X, y = rows.X[ok], rows.target[ok]
     return {q: ChangeForecaster(quantile=q, **params).fit(X, y) for q in quantiles}
+
+
+def validation_split(origin: pd.Series, horizon: str, valid_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) masks over rows: the last `valid_share` of the origins' time span validates; a
+    training row's target time (origin + horizon) must be before the first validation origin, so no
+    validation target is seen in training."""
+    t = pd.DatetimeIndex(origin).as_unit("ns").asi8
+    if len(t) == 0:
+        return np.zeros(0, bool), np.zeros(0, bool)
+    cut = t.min() + (1 - valid_share) * (t.max() - t.min())
+    return t + int(HORIZONS_S[horizon] * 1e9) <= cut, t >= cut
+
+
+def conformal_offset(score: np.ndarray, level: float) -> float:
+    """The split-conformal quantile of the scores: an upper forecast raised by it covers a new
+    exchangeable row with probability at least `level` (the ceil((n + 1) level)-th smallest score)."""
+    score = np.sort(np.asarray(score, dtype=float))
+    n = len(score)
+    if n == 0:
+        return 0.0
+    k = int(np.ceil((n + 1) * level)) - 1
+    return float(score[min(k, n - 1)])
+
+
+class HorizonForecaster(RegressorMixin, BaseEstimator):
+    """The global forecaster of one metric at one horizon: P50 and P95 ChangeForecasters, the P95
+    calibrated by split conformal prediction and a per-VM fallback to naive, both on validation.
+
+    fit(X, y) takes HorizonRows.X (it needs the `vm` and `origin` columns) and the level target. It
+    splits the rows by time (`validation_split`); the models learn on at most `max_train_rows` of the
+    older rows. On the recent ones, (1) every VM whose P50 validation MAE is not below the naive one's
+    gets the naive forecast (`naive_vms_`), and (2) the P95 is raised by the conformal quantile of the
+    scaled misses (`offset_`), computed against the final P50/P95 pair, so that `upper` covers the
+    validation rows, and exchangeable future ones, with probability `upper`. Then, with `refit`, the
+    P50 is fitted again on all rows: the most recent days are the most like tomorrow (Bitbrains
+    memory, fitted on days 1-16 and scored on days 17-21: 2% lower 1-h error). The P95 is not
+    refitted: its offset is exact for the model it was measured on. VMs never seen get the model.
+
+    Raises ValueError when no row's target ends before the validation part (too short a history)."""
+
+    def __init__(
+        self,
+        horizon: str = "1h",
+        upper: float = 0.95,
+        valid_share: float = 0.2,
+        max_train_rows: int = 100_000,
+        refit: bool = True,
+        target: str = "units",
+        max_iter: int = 200,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 20,
+        random_state: int | None = 0,
+        threads: int = 1,
+    ) -> None:
+        self.horizon = horizon
+        self.upper = upper
+        self.valid_share = valid_share
+        self.max_train_rows = max_train_rows
+        self.refit = refit
+        self.target = target
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.random_state = random_state
+        self.threads = threads
+
+    def _model(self, quantile: float) -> ChangeForecaster:
+        return ChangeForecaster(
+            quantile=quantile,
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            random_state=self.random_state,
+            threads=self.threads,
+            target=self.target,
+        )
+
+    def _sample(self, mask: np.ndarray) -> np.ndarray:
+        """Row indices of `mask`, at most max_train_rows of them (uniformly, in order)."""
+        pick = np.flatnonzero(mask)
+        if len(pick) <= self.max_train_rows:
+            return pick
+        return np.sort(np.random.default_rng(self.random_state).choice(pick, self.max_train_rows, False))
+
+    def fit(self, X: pd.DataFrame, y: Any) -> HorizonForecaster:
+        if self.horizon not in HORIZONS_S:
+            raise ValueError(f"horizon must be one of {', '.join(HORIZONS_S)}, got {self.horizon!r}")
+        missing = [c for c in (*ID_COLUMNS, "base", "scale") if c not in X.columns]
+        if missing:
+            raise ValueError(f"X lacks column(s) {', '.join(missing)}: give HorizonRows.X")
+        y = np.asarray(y, dtype=float)
+        ok = np.isfinite(y) & np.isfinite(X["base"].to_numpy(float))
+        X, y = X[ok], y[ok]
+        train, valid = validation_split(X["origin"], self.horizon, self.valid_share)
+        if not train.any():
+            raise ValueError(f"no training row ends before the validation part ({self.horizon})")
+        pick = self._sample(train)
+        self.p50_ = self._model(0.5).fit(X.iloc[pick], y[pick])
+        self.p95_ = self._model(self.upper).fit(X.iloc[pick], y[pick])
+        self.naive_vms_: frozenset[str] = frozenset()
+        self.offset_ = 0.0
+        Xv, yv = X[valid], y[valid]
+        self.validation_: dict[str, Any] = {"rows": len(yv), "train_rows": len(pick)}
+        if len(yv):
+            model, naive = self.p50_.predict(Xv), Xv["base"].to_numpy(float)
+            per_vm = (
+                pd.DataFrame(
+                    {"vm": Xv["vm"].to_numpy(), "model": np.abs(yv - model), "naive": np.abs(yv - naive)}
+                )
+                .groupby("vm", sort=False)[["model", "naive"]]
+                .mean()
+            )
+            self.naive_vms_ = frozenset(per_vm.index[per_vm["model"] >= per_vm["naive"]])
+            p50 = self._fallback(Xv, model)
+            raw95 = self.p95_.predict(Xv)
+            score = np.where(yv <= p50, -np.inf, (yv - raw95) / Xv["scale"].to_numpy(float))
+            self.offset_ = conformal_offset(score, self.upper)
+            self.validation_ |= {
+                "model_mae": mae(yv, model),
+                "naive_mae": mae(yv, naive),
+                "fallback_mae": mae(yv, p50),
+                "naive_vms": len(self.naive_vms_),
+                "vms": len(per_vm),
+                "raw_coverage": coverage(yv, np.maximum(raw95, p50)),
+                "offset": self.offset_,
+            }
+            if self.refit:
+                pick = self._sample(np.ones(len(y), dtype=bool))
+                self.p50_ = self._model(0.5).fit(X.iloc[pick], y[pick])
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def _fallback(self, X: pd.DataFrame, model: np.ndarray) -> np.ndarray:
+        naive = X["vm"].isin(self.naive_vms_).to_numpy()
+        return np.where(naive, X["base"].to_numpy(float), model)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The P50: the model's, the naive one for `naive_vms_`."""
+        check_is_fitted(self, "p50_")
+        return self._fallback(X, self.p50_.predict(X))
+
+    def predict_quantiles(self, X: pd.DataFrame) -> dict[float, np.ndarray]:
+        """{0.5: P50, upper: calibrated upper quantile, never below the P50}."""
+        p50 = self.predict(X)
+        raised = self.p95_.predict(X) + self.offset_ * X["scale"].to_numpy(float)
+        return {0.5: p50, self.upper: np.maximum(np.clip(raised, 0, None), p50)}
+
+
+def forecast_latest(models: Mapping[str, HorizonForecaster], grid: MetricGrid, floor: float) -> pd.DataFrame:
+    """Every VM's P50 and upper quantile at each horizon of `models` (horizon -> fitted forecaster),
+    from the last grid point: columns vm, horizon, p50, upper."""
+    frames = []
+    for horizon, model in models.items():
+        rows = latest_rows(grid, horizon, floor)
+        q = model.predict_quantiles(rows.X)
+        frames.append(
+            pd.DataFrame({"vm": grid.vms, "horizon": horizon, "p50": q[0.5], "upper": q[model.upper]})
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def coverage(target: np.ndarray, upper: np.ndarray) -> float:
