@@ -1,5 +1,29 @@
-"""Live-migration cost models."""
+"""Live-migration cost models: the analytic pre-copy model (`predict_precopy`), its learned correction
+fitted on measured migrations (`MigrationCorrection`, `fit_correction`), and what the planner, executor
+and report call (`predict_migration`, `predict_migrations`, `max_live_dirty_mibps`)."""
 
-from advisor.migration.precopy import PrecopyEstimate, predict_precopy
+from advisor.migration.measured import MEASURED_COLUMNS, abort_deadline_s, read_measured
+from advisor.migration.model import MigrationCorrection
+from advisor.migration.precopy import PrecopyEstimate, default_xbzrle_cache_mib, predict_precopy
+from advisor.migration.predict import (
+    MigrationPrediction,
+    fit_correction,
+    max_live_dirty_mibps,
+    predict_migration,
+    predict_migrations,
+)
 
-__all__ = ["PrecopyEstimate", "predict_precopy"]
+__all__ = [
+    "MEASURED_COLUMNS",
+    "MigrationCorrection",
+    "MigrationPrediction",
+    "PrecopyEstimate",
+    "abort_deadline_s",
+    "default_xbzrle_cache_mib",
+    "fit_correction",
+    "max_live_dirty_mibps",
+    "predict_migration",
+    "predict_migrations",
+    "predict_precopy",
+    "read_measured",
+]
