@@ -41,6 +41,9 @@ ConfigOpt = Annotated[
 OutOpt = Annotated[
     Path | None, typer.Option("--out", "-o", help="Directory the stages read and write [output.dir, 'out'].")
 ]
+PathOpt = Annotated[
+    list[str] | None, typer.Option("--path", "-p", help="Trace file; repeat for several [collect.paths].")
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEMO_PARETO_CAPS = [0.0, 0.05, 0.1, 0.2, 0.3]  # the demo shows what each extra migration buys
@@ -151,9 +154,7 @@ def collect(
             "[collect.source, 'synthetic']."
         ),
     ] = None,
-    path: Annotated[
-        list[str] | None, typer.Option("--path", "-p", help="Trace file; repeat for several [collect.paths].")
-    ] = None,
+    path: PathOpt = None,
     inventory: Annotated[
         str | None, typer.Option(help="Cluster JSON for csv/parquet metrics [collect.inventory].")
     ] = None,
@@ -252,9 +253,7 @@ def train(
             "[collect.source, 'synthetic']."
         ),
     ] = None,
-    path: Annotated[
-        list[str] | None, typer.Option("--path", "-p", help="Trace file; repeat for several [collect.paths].")
-    ] = None,
+    path: PathOpt = None,
     inventory: Annotated[
         str | None, typer.Option(help="Cluster JSON for csv/parquet/prometheus [collect.inventory].")
     ] = None,
