@@ -276,7 +276,7 @@ def test_the_correction_beats_the_analytic_model_on_unseen_guests(
 
 def test_calibration_recovers_the_constants_of_a_known_machine() -> None:
     rng = np.random.default_rng(3)
-    n = 160
+    n = 100
     mem = rng.choice([256.0, 512.0, 1024.0, 2048.0], n)
     option = rng.random(n)
     X = pd.DataFrame(
@@ -387,8 +387,14 @@ def test_the_fastest_live_dirty_rate_grows_with_the_link() -> None:
     assert not predict_migration(1024, slow * 1.3, 32, 300, working_set_mib=512).converges
 
 
-def test_fit_correction_reads_the_committed_file_once(measured: pd.DataFrame) -> None:
-    first = fit_correction(DATA)
-    assert fit_correction(DATA) is first and first.n_train_ == len(measured)
+def test_fit_correction_fits_a_file_once_and_again_when_it_changes(
+    tmp_path: Path, measured: pd.DataFrame
+) -> None:
+    path = tmp_path / "m.csv"
+    measured.head(60).to_csv(path, index=False)
+    first = fit_correction(path)
+    assert fit_correction(path) is first and first.n_train_ == 60
+    measured.head(70).to_csv(path, index=False)
+    assert fit_correction(path).n_train_ == 70
     with pytest.raises(InputError, match="no such migrations file"):
-        fit_correction(DATA.with_name("nope.csv"))
+        fit_correction(tmp_path / "nope.csv")

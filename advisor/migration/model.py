@@ -132,26 +132,24 @@ def calibrate(X: pd.DataFrame, y: pd.DataFrame, passes: int = 2) -> Calibration:
     a second pass refits the time constants with the switch-over rate the first one found."""
     ac, xb = X["auto_converge"].to_numpy(bool), X["xbzrle"].to_numpy(bool)
     done = y["converged"].to_numpy(bool)
-    downtime = y["downtime_ms"].to_numpy(float)
 
-    def downtime_loss(rows: np.ndarray, c: Calibration) -> float:
-        out = analytic_frame(X[rows], c)["downtime_ms"].to_numpy()
-        return float(np.mean(np.abs(np.log((downtime[rows] + 10) / (out + 10)))))
-
-    def time_loss(rows: np.ndarray, c: Calibration) -> float:
-        return calibration_loss(X[rows], y[rows], c)
+    def downtime_loss(Xs: pd.DataFrame, ys: pd.DataFrame, c: Calibration) -> float:
+        out = analytic_frame(Xs, c)["downtime_ms"].to_numpy()
+        measured = ys["downtime_ms"].to_numpy(float)
+        return float(np.mean(np.abs(np.log((measured + 10) / (out + 10)))))
 
     def fit(
         base: Calibration,
         rows: np.ndarray,
         start: list[float],
         make: Callable[[Calibration, np.ndarray], Calibration],
-        loss: Callable[[np.ndarray, Calibration], float] = time_loss,
+        loss: Callable[[pd.DataFrame, pd.DataFrame, Calibration], float] = calibration_loss,
     ) -> Calibration:
         if rows.sum() < MIN_CALIBRATION_ROWS:
             return base
+        Xs, ys = X[rows], y[rows]
         best = minimize(
-            lambda theta: loss(rows, make(base, theta)),
+            lambda theta: loss(Xs, ys, make(base, theta)),
             np.array(start),
             method="Nelder-Mead",
             options={"xatol": 1e-3, "fatol": 1e-5, "maxiter": 400},
@@ -164,7 +162,12 @@ def calibrate(X: pd.DataFrame, y: pd.DataFrame, passes: int = 2) -> Calibration:
             cal,
             ~ac & ~xb,
             [cal.overhead_s, cal.base_mib, cal.base_share],
-            lambda c, t: replace(c, overhead_s=abs(t[0]), base_mib=abs(t[1]), base_share=min(abs(t[2]), 1.0)),
+            lambda c, t: replace(
+                c,
+                overhead_s=float(abs(t[0])),
+                base_mib=float(abs(t[1])),
+                base_share=float(min(abs(t[2]), 1.0)),
+            ),
         )
         # log-space for the rest: shares and rates over orders of magnitude
         cal = fit(
