@@ -3,9 +3,10 @@
     sudo .venv/bin/python bench/migrations.py --out data/migrations.csv --seed 1 --cells 40
     sudo .venv/bin/python bench/migrations.py --out data/migrations-test.csv --seed 2 --cells 12
     sudo .venv/bin/python bench/migrations.py --out data/migrations-test2.csv --seed 3 --cells 12
+    sudo .venv/bin/python bench/migrations.py --out data/migrations-test3.csv --seed 4 --cells 12
     sudo .venv/bin/python bench/migrations.py --out /tmp/smoke.csv --quick
 
-(the committed files: 200 training migrations in 85 min, 60 + 60 held-out ones in about 22 min each).
+(the committed files: 200 training migrations in 85 min, 3 x 60 held-out ones in 22-32 min each).
 
 Each cell (guest memory, working set, dirtier rate) is drawn at random from the seed, booted once on
 host A, then migrated A -> B -> A ... (peer-to-peer, over the bed's veth) once per variant (bandwidth cap,
@@ -16,7 +17,9 @@ calculation (10 000 pages per GiB, the mean of 3 one-second readings; libvirt's 
 (advisor.migration.abort_deadline_s: 20 s + 1.5 x memory / bandwidth) is aborted and written with
 converged=False and the job statistics of the last sample before the abort (no downtime). After every
 migration the guest's own memory check must stay clean (heartbeats bad == 0): a row where it is not is
-dropped and reported. One guest at a time (the machine has 2 cores).
+dropped and reported. One guest at a time (the machine has 2 cores). A last column, `loadavg_1m`
+(the machine's 1-minute load average before the migration), is for diagnosis only: no model reads it
+(the seed-1 to seed-3 files predate it), and data/migrations-test3.csv is the first file to carry it.
 
 Progress goes to stdout and to `<out>.progress` (one JSON line per planned migration, written or
 dropped), which `--append` reads to continue an interrupted sweep; a finished sweep deletes it.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import sys
 import threading
@@ -60,6 +64,9 @@ FLAGS = (
     | libvirt.VIR_MIGRATE_PEER2PEER
 )
 MIB = 1024 * 1024
+# After the measured columns, read by no model (see the module docstring): the per-migration fixed
+# cost moved with the machine's load between sweeps (docs/benchmarks.md, issue 7).
+DIAGNOSTIC_COLUMNS = ("loadavg_1m",)
 
 
 @dataclass(frozen=True)
@@ -225,6 +232,8 @@ def last_beat(bed: Bed, letter: str, name: str) -> int:
 class Sweep:
     """The CSV and its progress file; rows are flushed one by one, so an interruption loses one row."""
 
+    columns = [*MEASURED_COLUMNS, *DIAGNOSTIC_COLUMNS]
+
     def __init__(self, out: Path, append: bool) -> None:
         self.out = out
         self.progress = out.with_name(out.name + ".progress")
@@ -236,9 +245,13 @@ class Sweep:
             raise SystemExit(f"{out}: no {self.progress.name} beside it (a finished sweep): not appending")
         else:
             self.done = {json.loads(line)["key"] for line in self.progress.read_text().splitlines() if line}
+            with open(out, newline="") as f:
+                header = next(csv.reader(f), [])
+            if header != self.columns:
+                raise SystemExit(f"{out}: its columns are not this version's ({', '.join(self.columns)})")
         out.parent.mkdir(parents=True, exist_ok=True)
         self._csv = open(out, "w" if fresh else "a", newline="")  # noqa: SIM115 - closed in close()
-        self._writer = csv.DictWriter(self._csv, fieldnames=list(MEASURED_COLUMNS))
+        self._writer = csv.DictWriter(self._csv, fieldnames=self.columns)
         if fresh:
             self._writer.writeheader()
             self._csv.flush()
@@ -294,6 +307,7 @@ def run_cell(
             there = "b" if here == "a" else "a"
             dirty = measure_dirty_rate(conns[here].lookupByName(name))
             beat = last_beat(bed, here, name)
+            load = os.getloadavg()[0]
             started = time.monotonic()
             try:
                 measured = migrate(bed, conns, name, here, there, cell, variant)
@@ -317,6 +331,7 @@ def run_cell(
                 "transferred_mib": round(measured["transferred_mib"], 1),
                 "iterations": measured["iterations"],
                 "converged": measured["converged"],
+                "loadavg_1m": round(load, 2),
             }
             counter["n"] += 1
             counter["wall"] = time.monotonic() - counter["start"]
@@ -328,7 +343,7 @@ def run_cell(
                 f"xb={variant.xbzrle:d} -> {'conv' if measured['converged'] else 'ABORT'} "
                 f"{measured['total_time_s']:.1f}s dt={measured['downtime_ms']}ms "
                 f"{measured['transferred_mib']:.0f}MiB it={measured['iterations']} "
-                f"({time.monotonic() - started:.0f}s) {status}",
+                f"({time.monotonic() - started:.0f}s) load={load:.1f} {status}",
                 flush=True,
             )
             sweep.record(key, row if intact else None, status)

@@ -4,7 +4,10 @@ migrations, its MLflow record, and the figures the planner and executor read."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import mlflow
 import mlflow.sklearn
@@ -123,6 +126,42 @@ def test_a_bigger_xbzrle_cache_sends_fewer_bytes() -> None:
     assert big.transferred_mib < small.transferred_mib
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    mem=sizes,
+    share=shares,
+    dirty=st.floats(0, 300),
+    bw=st.floats(16, 2000),
+    budget=st.floats(10, 1000),
+    xbzrle=st.booleans(),
+    midround=st.booleans(),
+)
+def test_a_cold_xbzrle_cache_never_helps_and_touches_nothing_else(
+    mem: float, share: float, dirty: float, bw: float, budget: float, xbzrle: bool, midround: bool
+) -> None:
+    kw = {"working_set_mib": share * mem, "xbzrle": xbzrle, "midround": midround, "max_iterations": 200}
+    warm = predict_precopy(mem, dirty, bw, budget, **kw)  # type: ignore[arg-type]
+    cold = predict_precopy(mem, dirty, bw, budget, xbzrle_cold_round=True, **kw)  # type: ignore[arg-type]
+    assert cold.transferred_mib >= warm.transferred_mib - 1e-6
+    if not xbzrle:
+        assert cold == warm
+
+
+def test_with_a_cold_cache_round_2_goes_whole_and_deltas_start_in_round_3() -> None:
+    # 1 GiB, working set 128 MiB inside the 256 MiB cache, dirtied faster than the budget carries;
+    # one live round, so the stop-and-copy is round 2: the cold cache sends it as the plain model does
+    kw = {"working_set_mib": 128.0, "xbzrle": True, "xbzrle_ratio": 0.1}
+    plain = predict_precopy(1024, 40, 64, 50, 1, working_set_mib=128.0)
+    warm = predict_precopy(1024, 40, 64, 50, 1, **kw)  # type: ignore[arg-type]
+    cold = predict_precopy(1024, 40, 64, 50, 1, xbzrle_cold_round=True, **kw)  # type: ignore[arg-type]
+    assert cold.transferred_mib == pytest.approx(plain.transferred_mib)
+    assert warm.transferred_mib < cold.transferred_mib - 100
+    # two live rounds: the stop-and-copy is round 3, sent as deltas
+    plain = predict_precopy(1024, 40, 64, 50, 2, working_set_mib=128.0)
+    cold = predict_precopy(1024, 40, 64, 50, 2, xbzrle_cold_round=True, **kw)  # type: ignore[arg-type]
+    assert cold.downtime_ms == pytest.approx(0.1 * plain.downtime_ms)
+
+
 def test_untouched_memory_shortens_only_the_first_round() -> None:
     full = predict_precopy(1024, 10, 64, 300, working_set_mib=128)
     touched = predict_precopy(1024, 10, 64, 300, working_set_mib=128, resident_mib=256)
@@ -145,6 +184,7 @@ def test_untouched_memory_shortens_only_the_first_round() -> None:
     cpu_share=st.floats(0.01, 1),
     xbzrle=st.booleans(),
     encode=st.floats(10, 1e4),
+    cold=st.booleans(),
     midround=st.booleans(),
     switchover=st.one_of(st.none(), st.floats(10, 1000)),
 )
@@ -161,6 +201,7 @@ def test_the_batch_model_agrees_with_the_one_at_a_time_model(
     cpu_share: float,
     xbzrle: bool,
     encode: float,
+    cold: bool,
     midround: bool,
     switchover: float | None,
 ) -> None:
@@ -172,6 +213,7 @@ def test_the_batch_model_agrees_with_the_one_at_a_time_model(
         "dirty_cpu_share": cpu_share,
         "xbzrle": xbzrle,
         "xbzrle_mibps": encode,
+        "xbzrle_cold_round": cold,
         "midround": midround,
         "switchover_mibps": switchover,
     }
@@ -296,8 +338,10 @@ def test_calibration_recovers_the_constants_of_a_known_machine() -> None:
         base_share=0.1,
         dirty_cpu_share=0.2,
         xbzrle_ratio=0.1,
+        xbzrle_cold_round=True,
         midround=True,
         switchover_mibps=400.0,
+        downtime_overhead_ms=30.0,
     )
     y = analytic_frame(X, machine)
     y["converged"] = y["converges"]
@@ -309,6 +353,7 @@ def test_calibration_recovers_the_constants_of_a_known_machine() -> None:
     assert found.dirty_cpu_share == pytest.approx(0.2, rel=0.3)
     assert found.xbzrle_ratio == pytest.approx(0.1, rel=0.3)
     assert found.switchover_mibps == pytest.approx(400, rel=0.2)
+    assert found.downtime_overhead_ms == pytest.approx(30, abs=5)
     out = model.predict(X)
     done = y["converged"].to_numpy(bool)
     ape = (
@@ -398,3 +443,43 @@ def test_fit_correction_fits_a_file_once_and_again_when_it_changes(
     assert fit_correction(path).n_train_ == 70
     with pytest.raises(InputError, match="no such migrations file"):
         fit_correction(tmp_path / "nope.csv")
+
+
+# -- bench/migration_model.py ----------------------------------------------------------------------------
+
+
+def bench_module() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "bench" / "migration_model.py"
+    spec = importlib.util.spec_from_file_location("bench_migration_model", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_migration_model"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cross_validation_folds_keep_each_guest_whole(measured: pd.DataFrame) -> None:
+    bench = bench_module()
+    guests = bench.guest_runs(measured)
+    # the committed sweep: 40 guests of 5 migrations; two neighbours share memory and working set
+    assert len(set(guests)) == 39 and np.all(np.diff(guests) >= 0)
+    frame = pd.DataFrame({"mem_mib": [256, 256, 512, 512, 256], "working_set_mib": [16, 16, 16, 16, 16]})
+    assert list(bench.guest_runs(frame)) == [1, 1, 2, 2, 3]
+
+
+def test_the_bench_scores_a_perfect_prediction_as_perfect(measured: pd.DataFrame) -> None:
+    test = measured.head(20).reset_index(drop=True)
+    exact = pd.DataFrame(
+        {
+            "total_time_s": test["total_time_s"],
+            "converges": test["converged"],
+            "downtime_ms": test["downtime_ms"],
+            "downtime_within_limit": test["converged"] & (test["downtime_ms"] <= test["max_downtime_ms"]),
+        }
+    )
+    figures, extra = bench_module().score(test, exact, exact)
+    assert figures["model_p90_ape"] == 0 and figures["converge_accuracy"] == 1
+    assert figures["downtime_within_limit_accuracy"] == 1
+    assert extra["n_test_over_3s"] + int((test["total_time_s"][test["converged"]] <= 3).sum()) == int(
+        test["converged"].sum()
+    )

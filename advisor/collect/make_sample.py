@@ -35,12 +35,14 @@ Do not edit these files or this README by hand: a test regenerates them and fail
 
 # Measured migrations
 
-`migrations.csv` (200 migrations, seed 1), `migrations-test.csv` (60, seed 2) and `migrations-test2.csv`
-(60, seed 3) were measured by `bench/migrations.py` on the two-host test bed (QEMU 10 under TCG): one row
-per live migration, columns `mem_mib, working_set_mib, dirty_mibps, bandwidth_mibps, max_downtime_ms,
-auto_converge, xbzrle, total_time_s, downtime_ms, transferred_mib, iterations, converged`. Seeds draw
-different guests, so no guest is in two files: the first trains the migration-cost correction
-(`advisor.migration.fit_correction`), the other two test it (`bench/migration_model.py`).
+`migrations.csv` (200 migrations, seed 1), `migrations-test.csv` (60, seed 2), `migrations-test2.csv`
+(60, seed 3) and `migrations-test3.csv` (60, seed 4) were measured by `bench/migrations.py` on the
+two-host test bed (QEMU 10 under TCG): one row per live migration, columns `mem_mib, working_set_mib,
+dirty_mibps, bandwidth_mibps, max_downtime_ms, auto_converge, xbzrle, total_time_s, downtime_ms,
+transferred_mib, iterations, converged` (`migrations-test3.csv` adds `loadavg_1m`, the machine's load
+before each migration, read by no model). Seeds draw different guests, so no guest is in two files: the
+first trains the migration-cost correction (`advisor.migration.fit_correction`), the others test it
+(`bench/migration_model.py`).
 """
 
 
