@@ -384,7 +384,7 @@ def test_bench_json_shape_bitbrains(tmp_path: Path, capsys: pytest.CaptureFixtur
     path = tmp_path / "bb.csv.gz"
     write_bitbrains(path, 3, 5)
     out = run_bench(["--trace", f"bitbrains:{path}"], capsys)
-    assert set(out) == {"cpu", "mem"}
+    assert set(out) == {"cpu", "cpu_cores", "mem"}
     for metric in out.values():
         assert set(metric) == set(HORIZONS_S)
         for figures in metric.values():
