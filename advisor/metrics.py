@@ -2,7 +2,8 @@
 
 Columns: `vm` (str), `ts` (UTC timestamp), `cpu_cores` (cores in use), `mem_mib` (MiB in use), and
 optionally `dirty_mibps` (memory dirty rate). Checked at every boundary so that a bad value is named
-where it entered, not discovered inside a model.
+where it entered, not discovered inside a model. An optional column may hold NaN, "not measured" (the
+libvirt collector gets no dirty rate for some VMs); its consumers skip those samples.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ def validate_metrics(df: pd.DataFrame, source: str) -> pd.DataFrame:
         raise InputError(f"{source}: column ts: not a timestamp ({e})") from None
     for col in (c for c in VALUES if c in out.columns):
         values = pd.to_numeric(out[col], errors="coerce").astype(float)
-        bad = ~np.isfinite(values.to_numpy()) | (values.to_numpy() < 0)
+        v = values.to_numpy()
+        bad = ~np.isfinite(v) | (v < 0)
+        if col in OPTIONAL:  # a blank means "not measured" (no dirty rate for this VM): kept as NaN
+            bad &= ~out[col].isna().to_numpy()
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InputError(

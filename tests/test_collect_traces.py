@@ -278,6 +278,15 @@ def test_table_sizes_and_hosts_from_columns(tmp_path: Path) -> None:
     assert metrics["ts"].iloc[0] == pd.Timestamp("2026-01-01T00:00Z")
 
 
+def test_blank_dirty_rate_is_not_measured_but_blank_cpu_is_an_error(tmp_path: Path) -> None:
+    df = frame(dirty_mibps=[0.5, None, 1.5, None])  # the collector had no dirty rate for two samples
+    _, metrics = load_table([csv(tmp_path, df)], None, TRACE, POWER)
+    assert metrics["dirty_mibps"].isna().tolist() == [False, True, False, True]
+    assert metrics["dirty_mibps"].sum() == 2.0
+    with pytest.raises(InputError, match="row 2: column cpu_cores is missing"):
+        load_table([csv(tmp_path, frame(cpu_cores=[0.5, None, 1.0, 1.0]), "c.csv")], None, TRACE, POWER)
+
+
 def test_parquet_and_several_files(tmp_path: Path) -> None:
     df = frame()
     df.iloc[:2].to_parquet(tmp_path / "a.parquet")

@@ -70,11 +70,16 @@ def shown(value: object) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def numeric(df: pd.DataFrame, column: str, path: str, *, allow_negative: bool = False) -> np.ndarray:
-    """The column as float64; a non-number, a missing value or a negative one names its row."""
+def numeric(
+    df: pd.DataFrame, column: str, path: str, *, allow_negative: bool = False, allow_missing: bool = False
+) -> np.ndarray:
+    """The column as float64; a non-number, a missing value (unless `allow_missing`: kept as NaN) or a
+    negative one names its row."""
     raw = df[column]
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad = ~np.isfinite(values)
+    if allow_missing:
+        bad &= ~raw.isna().to_numpy()
     if not allow_negative:
         bad |= values < 0
     if bad.any():

@@ -38,12 +38,13 @@ def _quiet(_: str) -> None:
     pass
 
 
-def _need_paths(paths: Sequence[str], source: str) -> None:
+def need_paths(paths: Sequence[str], source: str) -> None:
     if not paths:
         raise InputError(f"{source}: no trace files given (collect.paths)")
 
 
-def _source(paths: Sequence[str]) -> str:
+def sources(paths: Sequence[str]) -> str:
+    """The files for a message: the first three and how many more."""
     return ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
@@ -89,7 +90,7 @@ def load_planetlab(
     SETUP.md's (`trace.hosts` overrides their number), with their SPECpower curves and 0 W when empty
     (standby), so `power` is not used.
     """
-    _need_paths(paths, "planetlab")
+    need_paths(paths, "planetlab")
     say = progress or _quiet
     frames = []
     order: list[str] = []
@@ -136,7 +137,7 @@ def load_planetlab(
     cluster = _planetlab_cluster(
         f"planetlab-{first_day:%Y%m%d}", order, vm_type, trace.hosts or PL_HOSTS, paths[0]
     )
-    return cluster, validate_metrics(data[["vm", "ts", "cpu_cores", "mem_mib"]], _source(paths))
+    return cluster, validate_metrics(data[["vm", "ts", "cpu_cores", "mem_mib"]], sources(paths))
 
 
 def _planetlab_day(path: str) -> datetime:
@@ -222,7 +223,7 @@ def load_bitbrains(
     timestamp keeps its first row. `vms` keeps only the first N VMs in file order and stops reading there
     (the files are grouped by VM). Hosts are synthesised (advisor.collect.hosts).
     """
-    _need_paths(paths, "bitbrains")
+    need_paths(paths, "bitbrains")
     if vms is not None and vms < 1:
         raise InputError(f"bitbrains: vms must be at least 1, got {vms}")
     say = progress or _quiet
@@ -231,15 +232,7 @@ def load_bitbrains(
     full = False
     for file, path in enumerate(paths):
         for chunk in read_csv_chunks(path, BB_COLUMNS, BB_CHUNK_ROWS):
-            frame = pd.DataFrame(
-                {
-                    "vm": names(chunk, "vm", path),
-                    "ts": unix_seconds(chunk, "ts", path),
-                    **{c: numeric(chunk, c, path) for c in BB_COLUMNS[2:]},
-                    "file": file,
-                },
-                index=chunk.index,
-            )
+            frame = bitbrains_rows(chunk, path, file)
             if vms is not None:
                 for name in pd.unique(frame["vm"]):
                     if len(kept) < vms:
@@ -253,7 +246,29 @@ def load_bitbrains(
                 break
         if full:
             break
-    data = pd.concat(frames, ignore_index=True).drop_duplicates(["vm", "ts"], keep="first")
+    sizes, metrics = bitbrains_vms(pd.concat(frames, ignore_index=True), paths)
+    say(f"placing {len(sizes)} VMs")
+    cluster = build_cluster("bitbrains", sizes, trace, power)
+    return cluster, validate_metrics(metrics, sources(paths))
+
+
+def bitbrains_rows(chunk: pd.DataFrame, path: str, file: int) -> pd.DataFrame:
+    """A chunk of a Bitbrains file as typed columns, `file` the path's index, the file's row index kept."""
+    return pd.DataFrame(
+        {
+            "vm": names(chunk, "vm", path),
+            "ts": unix_seconds(chunk, "ts", path),
+            **{c: numeric(chunk, c, path) for c in BB_COLUMNS[2:]},
+            "file": file,
+        },
+        index=chunk.index,
+    )
+
+
+def bitbrains_vms(rows: pd.DataFrame, paths: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The VM sizes (VM_COLUMNS) and metrics of Bitbrains rows holding every sample of their VMs (the
+    rules are load_bitbrains')."""
+    data = rows.drop_duplicates(["vm", "ts"], keep="first")
     by_vm = data.groupby("vm", sort=False)
     inv = pd.DataFrame(
         {
@@ -267,12 +282,16 @@ def load_bitbrains(
     inv["mem_mib"] = np.where(no_cap, np.maximum(inv["cap"], _ceil_gib(inv["used"])), inv["cap"])
     cores = data["cpu_cores"].to_numpy()
     cores = np.where(cores > 0, cores, inv["vcpus"].to_numpy()[by_vm.ngroup().to_numpy()])
-    data["cpu_cores"] = data["cpu_pct"].to_numpy() / 100.0 * cores
-    data["mem_mib"] = data["mem_used_mb"]
-    inv["cpu_p95"] = data.groupby("vm", sort=False)["cpu_cores"].quantile(0.95)
-    say(f"placing {len(inv)} VMs")
-    cluster = build_cluster("bitbrains", inv.rename_axis("vm").reset_index()[list(VM_COLUMNS)], trace, power)
-    return cluster, validate_metrics(data[["vm", "ts", "cpu_cores", "mem_mib"]], _source(paths))
+    metrics = pd.DataFrame(
+        {
+            "vm": data["vm"],
+            "ts": data["ts"],
+            "cpu_cores": data["cpu_pct"].to_numpy() / 100.0 * cores,
+            "mem_mib": data["mem_used_mb"].to_numpy(),
+        }
+    )
+    inv["cpu_p95"] = metrics.groupby("vm", sort=False)["cpu_cores"].quantile(0.95)
+    return inv.rename_axis("vm").reset_index()[list(VM_COLUMNS)], metrics.reset_index(drop=True)
 
 
 # --- Generic CSV / Parquet ------------------------------------------------------------------------------
@@ -297,7 +316,7 @@ def load_table(
     (else its peak CPU rounded up), its size its largest `mem_size_mib` (else its peak memory rounded up to a
     GiB), and it runs on its latest `host` (else hosts are synthesised by advisor.collect.hosts).
     """
-    _need_paths(paths, fmt)
+    need_paths(paths, fmt)
     say = progress or _quiet
     frames: list[pd.DataFrame] = []
     columns: list[str] = []
@@ -310,9 +329,9 @@ def load_table(
         out = pd.DataFrame({"vm": names(df, "vm", path), "ts": timestamps(df, "ts", path)}, index=df.index)
         for col in ("cpu_cores", "mem_mib", "dirty_mibps", "mem_size_mib"):
             if col in df.columns:
-                out[col] = numeric(df, col, path)
+                out[col] = numeric(df, col, path, allow_missing=col == "dirty_mibps")
         if "vcpus" in df.columns:
-            out["vcpus"] = _vcpus(df, path)
+            out["vcpus"] = vcpus_column(df, path)
         if "host" in df.columns:
             out["host"] = names(df, "host", path)
         out["file"] = path
@@ -327,14 +346,12 @@ def load_table(
         cluster = _match_inventory(data, inventory, paths)
     else:
         say("placing VMs")
-        cluster = build_cluster(
-            Path(paths[0]).name.split(".")[0] or "trace", _table_sizes(data), trace, power
-        )
+        cluster = build_cluster(Path(paths[0]).name.split(".")[0] or "trace", table_sizes(data), trace, power)
     metrics = [c for c in ("vm", "ts", "cpu_cores", "mem_mib", "dirty_mibps") if c in data.columns]
-    return cluster, validate_metrics(data[metrics], _source(paths))
+    return cluster, validate_metrics(data[metrics], sources(paths))
 
 
-def _vcpus(df: pd.DataFrame, path: str) -> np.ndarray:
+def vcpus_column(df: pd.DataFrame, path: str) -> np.ndarray:
     values = numeric(df, "vcpus", path)
     bad = (values != np.floor(values)) | (values < 1)
     if bad.any():
@@ -358,11 +375,12 @@ def _match_inventory(data: pd.DataFrame, inventory: Cluster, paths: Sequence[str
     missing = [v.name for v in inventory.vms if v.name not in seen]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InputError(f"{_source(paths)}: no metrics for {len(missing)} inventory VM(s): {shown}")
+        raise InputError(f"{sources(paths)}: no metrics for {len(missing)} inventory VM(s): {shown}")
     return inventory
 
 
-def _table_sizes(data: pd.DataFrame) -> pd.DataFrame:
+def table_sizes(data: pd.DataFrame) -> pd.DataFrame:
+    """One row per VM (vm, file, cpu_p95, vcpus, mem_mib, host if known) by load_table's rules."""
     by_vm = data.groupby("vm", sort=False)
     sizes = pd.DataFrame({"file": by_vm["file"].first(), "cpu_p95": by_vm["cpu_cores"].quantile(0.95)})
     if "vcpus" in data.columns:

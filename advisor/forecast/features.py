@@ -43,7 +43,7 @@ class Grid:
     step_s: float
     cpu: np.ndarray  # (vms, times) cores
     mem: np.ndarray  # (vms, times) MiB
-    dirty: np.ndarray | None  # (vms, times) MiB/s, None without a dirty_mibps column
+    dirty: np.ndarray | None  # (vms, times) MiB/s (NaN: not measured), None without a dirty_mibps column
 
     def steps(self, hours: float) -> int:
         """Whole grid steps in `hours` (at least one)."""
@@ -86,9 +86,15 @@ def to_grid(metrics: pd.DataFrame, vms: Sequence[str]) -> Grid:
         def binned(values: np.ndarray) -> np.ndarray:
             return (np.bincount(flat, weights=values, minlength=size) / counts).reshape(len(names), n_t)
 
+        def measured(values: np.ndarray) -> np.ndarray:
+            """Mean of the samples that have a value: NaN is "not measured" in an optional column."""
+            seen = ~np.isnan(values)
+            total = np.bincount(flat[seen], weights=values[seen], minlength=size)
+            return (total / np.bincount(flat[seen], minlength=size)).reshape(len(names), n_t)
+
         cpu = binned(metrics["cpu_cores"].to_numpy(float)[keep])
         mem = binned(metrics["mem_mib"].to_numpy(float)[keep])
-        dirty = binned(metrics["dirty_mibps"].to_numpy(float)[keep]) if "dirty_mibps" in metrics else None
+        dirty = measured(metrics["dirty_mibps"].to_numpy(float)[keep]) if "dirty_mibps" in metrics else None
     end = pd.Timestamp(last_ns, unit="ns", tz="UTC")
     times = pd.date_range(end=end, periods=n_t, freq=pd.Timedelta(seconds=step_s))
     return Grid(vms=tuple(names), times=times, step_s=step_s, cpu=cpu, mem=mem, dirty=dirty)

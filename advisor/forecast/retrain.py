@@ -1,9 +1,10 @@
 """Retraining the forecaster, the whole job as one function: history -> features -> training -> backtest
 -> registration -> promotion -> export (`retrain`).
 
-The history comes in VM batches (`History`): each batch is put on its own grid and turned into rows
-alone, so memory holds one batch's grid and the rows kept (at most `forecast.max_train_rows`, a uniform
-sample beyond), never the whole fleet's grid.
+The history comes in VM batches (`History`), runs of `batch_vms` VMs in inventory order whether it was
+held in memory (`in_batches`) or read in chunks (`in_runs`), so both give the same rows. Each batch is
+put on its own grid and turned into rows alone, so memory holds one batch's grid and the rows kept (at
+most `forecast.max_train_rows`, a uniform sample beyond), never the whole fleet's grid.
 
 Backtest: the rows are split in time as `train.time_split` does (the last fifth of the origins held
 out, training targets ending before the first of them); the forecaster is chosen and fitted on the
@@ -72,7 +73,8 @@ class History:
 
 
 def in_batches(cluster: Cluster, metrics: pd.DataFrame, batch_vms: int) -> History:
-    """A history already in memory (as a collector returns it), cut into batches of `batch_vms` VMs."""
+    """A history already in memory (as a collector returns it), cut into batches of `batch_vms` VMs in
+    inventory order (then any VM the inventory lacks), the batches `in_runs` makes of the same data."""
     if not metrics["vm"].is_monotonic_increasing:
         metrics = validate_metrics(metrics, "history")  # sorts by VM, so a VM's rows are contiguous
 
@@ -81,9 +83,45 @@ def in_batches(cluster: Cluster, metrics: pd.DataFrame, batch_vms: int) -> Histo
         if not len(vm):
             return
         starts = np.flatnonzero(np.r_[True, vm[1:] != vm[:-1]])
-        bounds = np.r_[starts[::batch_vms], len(vm)]
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-            yield metrics.iloc[a:b]
+        span = dict(zip(vm[starts], zip(starts, np.r_[starts[1:], len(vm)], strict=True), strict=True))
+        known = cluster.vm_by_name
+        order = [v.name for v in cluster.vms if v.name in span] + [n for n in span if n not in known]
+        for k in range(0, len(order), batch_vms):
+            yield metrics.iloc[np.concatenate([np.arange(*span[n]) for n in order[k : k + batch_vms]])]
+
+    return History(cluster, batches())
+
+
+def in_runs(cluster: Cluster, runs: Iterable[pd.DataFrame], batch_vms: int) -> History:
+    """A history read in runs of whole VMs (advisor.collect.chunks), regrouped into the batches of
+    `batch_vms` VMs in inventory order that `in_batches` cuts. A batch is handed on once all its VMs
+    are read, so memory holds one batch when the runs come in inventory order (as the chunked reader's
+    do, its cluster being built in file order), more when they do not."""
+    order = [v.name for v in cluster.vms]
+    batch_of = {name: i // batch_vms for i, name in enumerate(order)}
+    wanted = np.bincount(np.arange(len(order)) // batch_vms) if order else np.zeros(0, int)
+
+    def batches() -> Iterator[pd.DataFrame]:
+        pending: dict[int, list[pd.DataFrame]] = {}
+        seen: set[str] = set()
+        read = np.zeros(len(wanted), int)
+        ready = 0
+        for run in runs:
+            index = run["vm"].map(batch_of)
+            if index.isna().any():
+                stranger = run["vm"][index.isna()].iloc[0]
+                raise InputError(f"history: VM {stranger} has metrics but is not in the inventory")
+            for k, part in run.groupby(index.to_numpy(int), sort=True):
+                pending.setdefault(int(k), []).append(part)
+                fresh = set(part["vm"]) - seen
+                read[k] += len(fresh)
+                seen |= fresh
+            while ready < len(wanted) and read[ready] == wanted[ready]:
+                yield pd.concat(pending.pop(ready), ignore_index=True)
+                ready += 1
+        if ready < len(wanted):
+            missing = next(n for n in order if n not in seen)
+            raise InputError(f"history: no samples for VM {missing} of the inventory")
 
     return History(cluster, batches())
 
