@@ -122,6 +122,14 @@ def _print_plan(plan: Plan, path: Path) -> None:
         f"{len(plan.standby)} host(s) to standby -> {path}",
         highlight=False,
     )
+    if plan.cannot_move_live:
+        anyway = sum(bool(w["moved"]) for w in plan.cannot_move_live)
+        out_console.print(
+            f"{len(plan.cannot_move_live)} VM(s) cannot move live now (dirty rate too high): "
+            f"{len(plan.cannot_move_live) - anyway} held, {anyway} moved anyway (host emptied or relieved); "
+            "when they could: the report",
+            highlight=False,
+        )
     if plan.status == PlanStatus.INFEASIBLE:
         err.print(f"[bold red]infeasible:[/] {plan.message}", highlight=False)
         if plan.blocking_vms:
@@ -279,9 +287,17 @@ def train(
             help="Share by which a challenger must beat the others [forecast.promotion_margin, 0.01]."
         ),
     ] = None,
+    chunk_rows: Annotated[
+        int | None,
+        typer.Option(
+            help="Rows read from a bitbrains/csv/parquet file at a time, the file sorted by vm; 0 reads the "
+            "whole history first [forecast.chunk_rows, 250000]."
+        ),
+    ] = None,
 ) -> None:
     """Retrain the forecaster on the history of --source: backtest it against the naive baselines and the
-    champion, register it in MLflow (the champion if it wins, else the challenger), export the champion."""
+    champion, register it in MLflow (the champion if it wins, else the challenger), export the champion.
+    A trace file is read in chunks, a batch of VMs at a time (forecast.batch_vms)."""
     from pipelines.retrain import run_retrain
 
     cfg, _ = _config(
@@ -296,6 +312,7 @@ def train(
             "forecast.registry_model": registry_model,
             "forecast.export_path": export_path,
             "forecast.promotion_margin": promotion_margin,
+            "forecast.chunk_rows": chunk_rows,
         },
     )
     with _progress("train") as progress:
@@ -432,11 +449,21 @@ def _print_apply(result: dict[str, Any], path: Path) -> None:
         done = m["state"] == "done"
         elapsed = f"{stats['time_elapsed'] / 1000:.1f}" if done and "time_elapsed" in stats else ""
         downtime = str(stats.get("downtime", "")) if done else ""
-        table.add_row(str(m["wave"]), m["vm"], m["source"], m["destination"], m["mode"], m["state"],
-                      m["rung"] or "", elapsed, downtime)
+        table.add_row(
+            str(m["wave"]),
+            m["vm"],
+            m["source"],
+            m["destination"],
+            m["mode"],
+            m["state"],
+            m["rung"] or "",
+            elapsed,
+            downtime,
+        )
     out_console.print(table)
-    out_console.print(f"run {result['run']}: {result['status']} -> {path} (journal {result['journal']})",
-                      highlight=False)
+    out_console.print(
+        f"run {result['run']}: {result['status']} -> {path} (journal {result['journal']})", highlight=False
+    )
     for problem in result["problems"]:
         err.print(f"[bold red]unsettled:[/] {problem}", highlight=False)
 

@@ -121,9 +121,9 @@ class LibvirtSettings(_Section):
 
 
 class CollectSettings(_Section):
-    source: Literal[
-        "synthetic", "planetlab", "bitbrains", "csv", "parquet", "prometheus", "libvirt"
-    ] = "synthetic"
+    source: Literal["synthetic", "planetlab", "bitbrains", "csv", "parquet", "prometheus", "libvirt"] = (
+        "synthetic"
+    )
     paths: list[str] = Field(default_factory=list, description="trace files for a trace source")
     inventory: str = Field(
         "", description="cluster JSON for csv/parquet/prometheus; empty: from the metrics or synthesised"
@@ -152,7 +152,13 @@ class ForecastSettings(_Section):
     promotion_margin: float = Field(
         0.01, ge=0, lt=1, description="share by which a challenger's backtest MASE must beat the others"
     )
-    batch_vms: int = Field(500, ge=1, description="VMs whose history `advisor train` turns into rows at once")
+    batch_vms: int = Field(100, ge=1, description="VMs whose history `advisor train` turns into rows at once")
+    chunk_rows: int = Field(
+        250_000,
+        ge=0,
+        description="rows `advisor train` reads from a bitbrains/csv/parquet file at a time (the file sorted "
+        "by vm); 0: read the whole history into memory first",
+    )
     max_train_rows: int = Field(
         500_000, ge=1000, description="training rows kept at most (a uniform sample beyond)"
     )
@@ -167,7 +173,9 @@ class PlanSettings(_Section):
     mem_headroom: float = Field(1.0, gt=0, le=1, description="max share of host memory VMs may reserve")
     migration_cap: float = Field(0.5, ge=0, le=1, description="max share of VMs moved by one plan")
     migration_cost_w: float = Field(2.0, ge=0, description="watts-equivalent charged per migration")
-    migration_cost_w_per_gib: float = Field(0.5, ge=0, description="watts-equivalent per GiB moved")
+    migration_cost_w_per_gib: float = Field(
+        0.5, ge=0, description="watts-equivalent per GiB a move is predicted to transfer"
+    )
     time_limit_s: float = Field(20.0, gt=0, description="CP-SAT time limit per cluster")
     workers: int = Field(2, ge=1, le=64, description="CP-SAT search workers")
     candidate_hosts: int = Field(8, ge=1, description="destinations the CP-SAT model considers per VM")
@@ -262,6 +270,15 @@ class ApplySettings(_Section):
         return self
 
 
+class MigrationSettings(_Section):
+    """The migration cost model the planner, the executor and the report share."""
+
+    measurements: str = Field(
+        "",
+        description="bench/migrations.py CSV the learned correction is fitted on; empty: the analytic model",
+    )
+
+
 class OutputSettings(_Section):
     dir: str = "out"
 
@@ -274,6 +291,7 @@ class Config(_Section):
     whatif: WhatifSettings = Field(default_factory=WhatifSettings)
     simulate: SimulateSettings = Field(default_factory=SimulateSettings)
     apply: ApplySettings = Field(default_factory=ApplySettings)
+    migration: MigrationSettings = Field(default_factory=MigrationSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
 
 

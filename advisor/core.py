@@ -438,6 +438,9 @@ class Plan:
     message: str = ""
     solve_s: float = 0.0
     schema_version: int = SCHEMA_VERSION
+    # VMs predicted not to move live at their forecast dirty rate (advisor.migration.live_window.LiveWindow
+    # as dicts): held where they are unless they must move
+    cannot_move_live: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", PlanStatus(self.status))
@@ -458,6 +461,7 @@ class Plan:
         d["migrations"] = [{**asdict(m), "reason": m.reason.value} for m in self.migrations]
         d["standby"] = list(self.standby)
         d["blocking_vms"] = list(self.blocking_vms)
+        d["cannot_move_live"] = [dict(w) for w in self.cannot_move_live]
         return d
 
     def to_json(self) -> str:
@@ -474,6 +478,7 @@ class Plan:
             )
             d["standby"] = tuple(d["standby"])
             d["blocking_vms"] = tuple(d.get("blocking_vms", ()))
+            d["cannot_move_live"] = tuple(dict(w) for w in d.get("cannot_move_live", ()))
             d["before"] = PlanFigures(**d["before"])
             d["after"] = PlanFigures(**d["after"])
             d["bounds"] = Bounds(**d["bounds"])

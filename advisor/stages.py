@@ -7,15 +7,21 @@ intermediate file is there to inspect or to rerun one stage from.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from advisor import files
 from advisor.config import Config
-from advisor.core import Cluster, Forecast, Plan
+from advisor.core import Cluster, Forecast, MigrationReason, Plan
 from advisor.metrics import read_metrics, write_metrics
+
+if TYPE_CHECKING:
+    from advisor.migration import MigrationPrediction
+    from advisor.migration.live_window import LiveWindow
+    from advisor.optimize.demand import JointHistory
 
 Progress = Callable[[str], None]
 
@@ -75,27 +81,39 @@ def plan(
     moved_at: dict[str, Any] | None = None,
 ) -> Plan:
     """`moved_at`: VM -> when it last moved (a UTC datetime), for anti-ping-pong; by default read from the
-    apply journal. The joint peak model reads the metrics history (`metrics`, else the collected file)."""
+    apply journal. The joint peak model reads the metrics history (`metrics`, else the collected file),
+    and so do the live windows of VMs that cannot move live now.
+
+    Every VM's move is predicted once, at its forecast dirty rate (with the learned correction when
+    `[migration] measurements` names one): the planner charges it by the MiB it transfers and holds a VM
+    predicted not to converge live unless it must move; the sequencer reports it; the plan lists the
+    VMs that cannot move live with their live windows."""
     from advisor.execute.journal import journal_path, last_moves
     from advisor.optimize import plan_fleet
-    from advisor.optimize.demand import joint_history
+    from advisor.optimize.demand import ForecastWithMoves
     from advisor.optimize.pareto import pareto_sweep
 
     cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
     fc = fc or files.read_forecast(out / files.FORECAST_FILE)
+    fc.check_covers(cluster)
     if moved_at is None:
         moved_at = dict(last_moves(journal_path(cfg, out)))
         if moved_at:
             progress(f"{len(moved_at)} VM(s) moved before, per the apply journal (plan.sticky_h)")
-    history = None
-    if cfg.plan.peak_model == "joint":
-        metrics = metrics if metrics is not None else read_metrics(out / files.METRICS_FILE)
-        history = joint_history(cluster, fc, metrics, cfg.plan.peak_history_h)
-    result = plan_fleet(cluster, fc, cfg.plan, progress, moved_at, history)
+    if cfg.plan.peak_model == "joint" and metrics is None:
+        metrics = read_metrics(out / files.METRICS_FILE)
+    history = _joint_history(cfg, cluster, fc, metrics)
+    moves, windows = _moves(cfg, out, cluster, fc, metrics, progress)
+    planned = ForecastWithMoves.of(fc, moves)
+    result = plan_fleet(cluster, planned, cfg.plan, progress, moved_at, history)
+    reason = {m.vm: m.reason.value for m in result.migrations if m.reason != MigrationReason.PARK}
+    result = replace(
+        result, cannot_move_live=tuple(replace(w, moved=reason.get(w.vm, "")).to_dict() for w in windows)
+    )
     files.write_plan(out / files.PLAN_FILE, result)
     pareto = out / files.PARETO_FILE
     if cfg.plan.pareto_caps:
-        points = pareto_sweep(cluster, fc, cfg.plan, result, progress, moved_at, history)
+        points = pareto_sweep(cluster, planned, cfg.plan, result, progress, moved_at, history)
         files.write_json(
             pareto,
             {
@@ -109,19 +127,68 @@ def plan(
     return result
 
 
+def _joint_history(
+    cfg: Config, cluster: Cluster, fc: Forecast, metrics: pd.DataFrame | None
+) -> JointHistory | None:
+    """The VMs' joint CPU history when `plan.peak_model = "joint"` (the caller reads `metrics`)."""
+    from advisor.optimize.demand import joint_history
+
+    if cfg.plan.peak_model != "joint" or metrics is None:
+        return None
+    return joint_history(cluster, fc, metrics, cfg.plan.peak_history_h)
+
+
+def _moves(
+    cfg: Config,
+    out: Path,
+    cluster: Cluster,
+    fc: Forecast,
+    metrics: pd.DataFrame | None,
+    progress: Progress,
+) -> tuple[dict[str, MigrationPrediction], list[LiveWindow]]:
+    """Every VM's move at its forecast dirty rate, and the live windows of those that cannot move live
+    (read from `metrics`, else the collected file if there is one)."""
+    from advisor.migration import configured_correction, predict_moves
+    from advisor.migration.live_window import cannot_move_live, live_windows
+
+    correction = configured_correction(cfg.migration.measurements)
+    if correction is not None:
+        progress(f"migration model: learned correction fitted on {cfg.migration.measurements}")
+    bandwidth, downtime = cfg.plan.bandwidth_mibps, cfg.plan.max_downtime_ms
+    moves = predict_moves(
+        {v.name: v.mem_mib for v in cluster.vms},
+        {v.name: fc.vms[v.name].dirty_mibps for v in cluster.vms},
+        bandwidth,
+        downtime,
+        correction,
+    )
+    held = cannot_move_live(cluster, moves)
+    if not held:
+        return moves, []
+    progress(f"{len(held)} VM(s) predicted not to move live now: held unless they must move")
+    if metrics is None and (out / files.METRICS_FILE).exists():
+        metrics = read_metrics(out / files.METRICS_FILE)
+    return moves, live_windows(cluster, fc, held, metrics, bandwidth, downtime, correction)
+
+
 def dry_run(
     cfg: Config,
     out: Path,
     cluster: Cluster | None = None,
     fc: Forecast | None = None,
     the_plan: Plan | None = None,
+    metrics: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
+    """The plan played wave by wave against the forecast (the joint peak model reads the metrics
+    history: `metrics`, else the collected file)."""
     from advisor.execute import dry_run as play
 
     cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
     fc = fc or files.read_forecast(out / files.FORECAST_FILE)
     the_plan = the_plan or files.read_plan(out / files.PLAN_FILE)
-    result = play(cluster, fc, the_plan, cfg.plan).to_dict()
+    if cfg.plan.peak_model == "joint" and metrics is None:
+        metrics = read_metrics(out / files.METRICS_FILE)
+    result = play(cluster, fc, the_plan, cfg.plan, _joint_history(cfg, cluster, fc, metrics)).to_dict()
     files.write_json(out / files.DRYRUN_FILE, result)
     return result
 

@@ -33,7 +33,7 @@ from instances import GIB, random_cluster, random_history
 from advisor.config import PlanSettings
 from advisor.core import Cluster, Forecast
 from advisor.execute import dry_run
-from advisor.invariants import check_end_rules, placement_violations
+from advisor.invariants import placement_violations
 from advisor.optimize import plan_cluster
 from advisor.optimize.bounds import energy_bound_within_w, lower_bounds, objective_bound_w
 from advisor.optimize.demand import JointHistory, demand_of, peak_of, scaled_history
@@ -48,7 +48,14 @@ JOINT = PlanSettings(peak_model="joint")
 HISTORY_DAYS, HISTORY_STEP_S = 7, 900  # a week at 15 minutes, then the held-out day
 
 
-def _figures(cluster: Cluster, forecast: Forecast, target: dict[str, str]) -> dict[str, Any]:
+def _figures(
+    cluster: Cluster,
+    forecast: Forecast,
+    target: dict[str, str],
+    checked: PlanSettings = SETTINGS,
+    history: JointHistory | None = None,
+) -> dict[str, Any]:
+    """Figures of a target placement; its violations judged by `checked`'s peak model (`history`)."""
     demand = demand_of(cluster, forecast)
     problem = build_problem(cluster, forecast, SETTINGS)
     index = {h.name: k for k, h in enumerate(cluster.hosts)}
@@ -61,7 +68,7 @@ def _figures(cluster: Cluster, forecast: Forecast, target: dict[str, str]) -> di
         "migrations": len(moved),
         "mem_moved_gib": round(sum(v.mem_mib for v in moved) / GIB, 1),
         "max_cpu_util": round(fig.peak_cpu_util, 4),
-        "violations": len(placement_violations(cluster, demand, target, SETTINGS)),
+        "violations": len(placement_violations(cluster, demand, target, checked, history)),
         "objective": round(problem.objective(assign), 1),
     }
 
@@ -81,23 +88,15 @@ def run_heuristic(name: str, cluster: Cluster, forecast: Forecast) -> dict[str, 
 
 
 def run_advisor(cluster: Cluster, forecast: Forecast, history: JointHistory | None = None) -> dict[str, Any]:
-    """The planner with default settings, or with the joint peak model when given a history. A joint
-    plan is checked by its own rule (every host's summed history within headroom at its P95, end
-    rules); the dry run's invariants count CPU as a sum of P95s, which joint packing exceeds by design."""
+    """The planner with default settings, or with the joint peak model when given a history; its
+    violations are the target placement's and the dry run's of every wave, by the plan's peak model."""
     settings = SETTINGS if history is None else JOINT
     t, cpu = time.perf_counter(), time.process_time()
     plan = plan_cluster(cluster, forecast, settings, history=history)
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
-    out = _figures(cluster, forecast, dict(plan.placement))
-    if history is None:
-        out["violations"] += len(dry_run(cluster, forecast, plan, SETTINGS).violations)
-    else:
-        caps = {h.name: h.cpu_cores * JOINT.cpu_headroom for h in cluster.hosts}
-        on: dict[str, list[str]] = {}
-        for vm, host in plan.placement.items():
-            on.setdefault(host, []).append(vm)
-        over = [h for h, vms in on.items() if history.peak(vms) > caps[h] + 1e-6]
-        out["violations"] = len(over) + len(check_end_rules(cluster, plan.placement))
+    out = _figures(cluster, forecast, dict(plan.placement), settings, history)
+    out["violations"] += len(dry_run(cluster, forecast, plan, settings, history).violations)
+    if history is not None:
         out["max_cpu_util"] = round(plan.after.peak_cpu_util, 4)
     out |= {"solver": plan.solver, "status": plan.status.value, "waves": len(plan.waves)}
     return out | {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "_placement": dict(plan.placement)}

@@ -12,11 +12,16 @@ import pytest
 
 @pytest.fixture(scope="session")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    missing = [tool for tool in ("libvirtd", "qemu-system-x86_64", "qemu-img", "ip", "gcc", "cpio")
-               if shutil.which(tool) is None]
+    missing = [
+        tool
+        for tool in ("libvirtd", "qemu-system-x86_64", "qemu-img", "ip", "gcc", "cpio")
+        if shutil.which(tool) is None
+    ]
     if missing or os.geteuid() != 0:
-        pytest.fail(f"the test bed needs root and {', '.join(missing) or 'nothing else'}: "
-                    "run `make test` (scripts/install-test-deps.sh) as root")
+        pytest.fail(
+            f"the test bed needs root and {', '.join(missing) or 'nothing else'}: "
+            "run `make test` (scripts/install-test-deps.sh) as root"
+        )
     from testbed.bed import running_bed
 
     with running_bed(tmp_path_factory.mktemp("bed")) as the_bed:

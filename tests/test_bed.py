@@ -13,8 +13,12 @@ from testbed.guest import GuestSpec
 
 pytestmark = [pytest.mark.bed, pytest.mark.slow]
 
-FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-         | libvirt.VIR_MIGRATE_PEER2PEER)
+FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+)
 
 
 def test_two_distinct_hosts_on_one_machine(bed: Bed) -> None:
@@ -32,8 +36,10 @@ def test_live_migration_keeps_memory_and_disk_intact(clean_bed: Bed) -> None:
     assert before[-1].bad == 0 and before[-1].dirtied_mibps > 5
 
     dom.migrateSetMaxDowntime(300)
-    params = {libvirt.VIR_MIGRATE_PARAM_URI: bed.hosts["b"].migration_uri,
-              libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 64}
+    params = {
+        libvirt.VIR_MIGRATE_PARAM_URI: bed.hosts["b"].migration_uri,
+        libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: 64,
+    }
     dom.migrateToURI3(bed.hosts["b"].peer_uri, params, FLAGS | libvirt.VIR_MIGRATE_NON_SHARED_DISK)
 
     a, b = bed.connect("a"), bed.connect("b")
@@ -45,6 +51,14 @@ def test_live_migration_keeps_memory_and_disk_intact(clean_bed: Bed) -> None:
     after = bed.wait_heartbeats("b", "bedvm", count=3)
     assert all(beat.bad == 0 for beat in after), "the guest lost dirty pages in the migration"
     compare = subprocess.run(
-        ["qemu-img", "compare", "-U", str(bed.hosts["a"].image_path("bedvm")),
-         str(bed.hosts["b"].image_path("bedvm"))], capture_output=True, text=True)
+        [
+            "qemu-img",
+            "compare",
+            "-U",
+            str(bed.hosts["a"].image_path("bedvm")),
+            str(bed.hosts["b"].image_path("bedvm")),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert compare.returncode == 0, compare.stdout + compare.stderr

@@ -89,3 +89,70 @@ def test_hosts_with_unmovable_vms_stay_on_in_the_fluid_plan() -> None:
     cluster, forecast = instance(hosts, vms, {"a": 1.0, "stuck": 1.0})
     keep = fluid_plan(build_problem(cluster, forecast, PlanSettings()))
     assert np.allclose(keep, [0.0, 1.0])
+
+
+def swap_instance() -> tuple:
+    """Three equal hosts (8 cores within headroom): e ran `big` (64 GiB), r runs `small` (4 GiB), k runs
+    `base` (5 cores) and has taken `big`. Emptying e cost a 64-GiB move; emptying r instead costs a 4-GiB
+    one for the same power, and no single evacuation gets there (k cannot take both 2-core VMs)."""
+    power = PowerModel(idle_w=100, max_w=200, standby_w=10)
+    hosts = [host(name, cores=10, power=power) for name in ("e", "r", "k")]
+    vms = [vm("base", "k", 8), vm("big", "e", 64), vm("small", "r", 4)]
+    return instance(hosts, vms, {"base": 5.0, "big": 2.0, "small": 2.0})
+
+
+def test_an_emptied_host_is_exchanged_for_one_cheaper_to_empty() -> None:
+    cluster, forecast = swap_instance()
+    problem = build_problem(cluster, forecast, PlanSettings())
+    start = (2, 2, 1)  # big on k, e emptied
+    result = evacuate(problem, None, time.perf_counter() + LATER, start=start)
+    assert result is not None
+    assert result.assign == (2, 0, 0)  # big back home, r emptied instead: small joins it
+    assert problem.watts(result.assign) == pytest.approx(problem.watts(start))
+    assert problem.objective(result.assign) < problem.objective(start)
+
+
+def test_no_exchange_when_the_running_host_costs_more_to_empty() -> None:
+    cluster, forecast = swap_instance()
+    problem = build_problem(cluster, forecast, PlanSettings())
+    start = (2, 0, 0)  # small on e, r emptied: bringing small back to r and emptying e costs more
+    result = evacuate(problem, None, time.perf_counter() + LATER, start=start)
+    assert result is not None and result.assign == start
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), util=st.floats(0.2, 0.6))
+def test_a_search_from_a_heuristic_plan_keeps_rules_and_cap_and_lowers_its_objective(
+    seed: int, util: float
+) -> None:
+    cluster, forecast = random_instance(seed, 8, 40, util, overloaded=1)
+    plan_settings = PlanSettings()
+    problem = build_problem(cluster, forecast, plan_settings)
+    start = pabfd2d(problem).assign
+    if problem.contradictions or -1 in start or problem.moves(start) > problem.limit:
+        return
+    result = evacuate(problem, None, time.perf_counter() + LATER, start=start)
+    assert result is not None
+    assert problem.moves(result.assign) <= problem.limit
+    assert problem.objective(result.assign) <= problem.objective(start) + 1e-6
+    assert placement_problems(cluster, forecast, problem.placement(result.assign), plan_settings) == []
+
+
+def test_two_running_hosts_are_exchanged_for_an_emptied_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """k (unmovable `base`, 6 cores) is full with e's `big`; r1 and r2 each run a 150-GiB VM that
+    neither the other nor k can take, so no single host can be emptied. Bringing `big` home to e makes
+    room on e and k for both: one host fewer."""
+    power = PowerModel(idle_w=100, max_w=200, standby_w=10)
+    hosts = [host(name, cores=10, power=power) for name in ("e", "r1", "r2", "k")]
+    vms = [vm("base", "k", 8, movable=False), vm("big", "e", 64), vm("a", "r1", 150), vm("b", "r2", 150)]
+    cluster, forecast = instance(hosts, vms, {"base": 6.0, "big": 2.0, "a": 1.0, "b": 1.0})
+    problem = build_problem(cluster, forecast, PlanSettings(migration_cost_w_per_gib=0.1))
+    start = (3, 3, 1, 2)  # big on k, e emptied
+    result = evacuate(problem, None, time.perf_counter() + LATER, start=start)
+    assert result is not None
+    assert result.assign[1] == 0 and {result.assign[2], result.assign[3]} <= {0, 3}
+    assert problem.objective(result.assign) < problem.objective(start)
+    assert placement_problems(cluster, forecast, problem.placement(result.assign), PlanSettings()) == []
+    monkeypatch.setattr(evacuate_module, "PAIR_HOSTS", 0)  # single exchanges alone change nothing
+    single = evacuate(problem, None, time.perf_counter() + LATER, start=start)
+    assert single is not None and single.assign == start

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from optimize_instances import host, instance, placement_problems, random_instance, vm
 
 from advisor.config import PlanSettings
-from advisor.core import HostState, MigrationReason, Plan, PlanStatus, Rules
+from advisor.core import HostState, MigrationReason, Plan, PlanStatus, PowerModel, Rules
 from advisor.errors import InputError
 from advisor.optimize import cpsat, plan_cluster
 from advisor.optimize import plan as plan_module
 from advisor.optimize.heuristics import HEURISTICS, HeuristicResult
+from advisor.optimize.problem import build_problem
 
 FAST = {"time_limit_s": 2.0}
 
@@ -190,3 +193,22 @@ def test_cpsat_alone_plans_when_every_heuristic_gives_up(monkeypatch: pytest.Mon
     assert plan.status != PlanStatus.INFEASIBLE and plan.solver == "cp-sat"
     assert placement_problems(cluster, forecast, plan.placement, PlanSettings()) == []
     assert chains_reach_the_target(cluster, plan)
+
+
+def test_the_plan_that_draws_least_is_searched_from_too() -> None:
+    """A candidate with less power than the best by objective gets its own host-emptying search (whose
+    exchanges cut its migrations); the result joins the candidates, judged on the same objective."""
+    power = PowerModel(idle_w=100, max_w=200, standby_w=10)
+    hosts = [host(name, cores=10, power=power) for name in ("e", "r", "k")]
+    vms = [vm("base", "k", 8), vm("big", "e", 64), vm("small", "r", 4)]
+    cluster, forecast = instance(hosts, vms, {"base": 5.0, "big": 2.0, "small": 2.0})
+    problem = build_problem(cluster, forecast, PlanSettings())
+    stay, thrifty = problem.start, (2, 2, 1)  # 3 hosts, no move; 2 hosts, big moved
+    assert problem.watts(thrifty) < problem.watts(stay) - plan_module.THRIFT_W
+    options = [(0.0, 1, "stays", stay), (1.0, 1, "thrifty", thrifty)]  # as if staying won the objective
+    plan_module._search_thriftiest(problem, options, time.perf_counter() + 60.0)
+    assert len(options) == 3 and options[2][2] == "evacuation"
+    assert options[2][3] == (2, 0, 0) and options[2][0] == pytest.approx(problem.objective((2, 0, 0)))
+    alone = [(problem.objective(thrifty), 1, "thrifty", thrifty), (problem.objective(stay), 1, "stays", stay)]
+    plan_module._search_thriftiest(problem, alone, time.perf_counter() + 60.0)
+    assert len(alone) == 2  # the least power is already the best objective: nothing to add

@@ -10,8 +10,8 @@ from typing import Any
 from advisor.config import PlanSettings
 from advisor.core import Cluster, Forecast, Host, HostState, Plan
 from advisor.errors import InputError
-from advisor.invariants import baseline_of, check_end_rules, check_state
-from advisor.optimize.demand import demand_of
+from advisor.invariants import baseline_of, check_end_rules, check_state, peak_history
+from advisor.optimize.demand import JointHistory, demand_of
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,15 @@ class DryRunResult:
         }
 
 
-def dry_run(cluster: Cluster, forecast: Forecast, plan: Plan, settings: PlanSettings) -> DryRunResult:
-    """Refuses (InputError) a plan made for another cluster state or another forecast."""
+def dry_run(
+    cluster: Cluster,
+    forecast: Forecast,
+    plan: Plan,
+    settings: PlanSettings,
+    history: JointHistory | None = None,
+) -> DryRunResult:
+    """Refuses (InputError) a plan made for another cluster state or another forecast. Host CPU is
+    judged by the plan's peak model: `history` (the VMs' joint CPU history) is needed under "joint"."""
     if plan.cluster_fingerprint != cluster.fingerprint():
         raise InputError(
             f"stale plan: it was made for cluster state {plan.cluster_fingerprint}, the cluster is now "
@@ -43,9 +50,10 @@ def dry_run(cluster: Cluster, forecast: Forecast, plan: Plan, settings: PlanSett
             f"{forecast.fingerprint()}; plan again"
         )
     demand = demand_of(cluster, forecast)
+    history = peak_history(settings, history)
     hosts = cluster.host_by_name
     placement = dict(cluster.placement)
-    baseline = baseline_of(cluster, demand, placement, settings)
+    baseline = baseline_of(cluster, demand, placement, settings, history)
     violations: list[str] = []
     states = 0
     for wave in plan.waves:
@@ -68,10 +76,12 @@ def dry_run(cluster: Cluster, forecast: Forecast, plan: Plan, settings: PlanSett
             for h, k in sorted(inflight.items())
             if k > most
         ]
-        during = check_state(cluster, demand, occupancy, settings, baseline)
+        during = check_state(cluster, demand, occupancy, settings, baseline, history)
         for vm, dst in moving:
             placement[vm] = dst
-        after = check_state(cluster, demand, {vm: (h,) for vm, h in placement.items()}, settings, baseline)
+        after = check_state(
+            cluster, demand, {vm: (h,) for vm, h in placement.items()}, settings, baseline, history
+        )
         violations += [f"wave {n} (in flight): {v}" for v in during]
         violations += [f"wave {n} (after): {v}" for v in after]
         states += 2

@@ -42,7 +42,7 @@ from advisor.execute.preflight import (
     stale_reason,
 )
 from advisor.execute.resume import reconcile
-from advisor.migration import predict_migration
+from advisor.migration import MigrationCorrection, configured_correction, predict_migration
 from advisor.virt.connection import require_libvirt
 from advisor.virt.inventory import host_connections, read_live
 
@@ -95,6 +95,7 @@ def apply_live(cfg: Config, plan: Plan, journal_file: Path, resume: bool, progre
             "(--dry-run checks the plan without them)"
         )
     require_libvirt()
+    correction = configured_correction(cfg.migration.measurements)  # a bad file is refused before any move
     hosts = host_connections(cfg.collect.libvirt, cfg.power)
     pool = HostPool(hosts, cfg.apply.peer_uris, cfg.apply.migration_uris, cfg.collect.libvirt.timeout_s)
     journal = Journal(journal_file)
@@ -107,7 +108,7 @@ def apply_live(cfg: Config, plan: Plan, journal_file: Path, resume: bool, progre
             run_id, cluster = _start(cfg, plan, journal, pool, conns, progress)
             problems = []
         if not problems:
-            _run_waves(cfg, plan, journal, run_id, pool, cluster, progress)
+            _run_waves(cfg, plan, journal, run_id, pool, cluster, progress, correction)
         else:
             journal.finish_run(run_id, RunStatus.STOPPED)
         run = journal.run(run_id)
@@ -177,6 +178,7 @@ def _run_waves(
     pool: HostPool,
     cluster: Cluster,
     progress: Progress,
+    correction: MigrationCorrection | None,
 ) -> None:
     records = {r.idx: r for r in journal.migrations(run_id)}
     waves: dict[int, list[int]] = {}
@@ -193,7 +195,16 @@ def _run_waves(
                 states = list(
                     pool_threads.map(
                         lambda i: _one(
-                            cfg, journal, run_id, i, plan.migrations[i], records[i], pool, cluster, progress
+                            cfg,
+                            journal,
+                            run_id,
+                            i,
+                            plan.migrations[i],
+                            records[i],
+                            pool,
+                            cluster,
+                            progress,
+                            correction,
                         ),
                         todo,
                     )
@@ -216,8 +227,11 @@ def _one(
     pool: HostPool,
     cluster: Cluster,
     progress: Progress,
+    correction: MigrationCorrection | None = None,
 ) -> MigrationState:
-    """One migration, start to verdict; whatever happens ends in the journal."""
+    """One migration, start to verdict; whatever happens ends in the journal. Its deadlines come from the
+    migration model (with `correction`, the learned one) at the dirty rate measured just before; it runs
+    with auto-converge from the start when [apply] allows it, so one predicted not to converge has it."""
     lv = require_libvirt()
     settings = cfg.apply
     step = _bound(journal, run_id, idx)
@@ -248,9 +262,13 @@ def _one(
                 settings.bandwidth_mibps,
                 policy.downtime_ms,
                 auto_converge=settings.auto_converge,
+                correction=correction,
                 deadline_factor=settings.deadline_factor,
                 deadline_slack_s=settings.deadline_slack_s,
             )
+            if not prediction.converges:
+                even = " even with auto-converge" if settings.auto_converge else ""
+                progress(f"  {m.vm}: predicted not to converge{even} at {dirty:.0f} MiB/s: ladder likely")
             disk_mib = sum(d.allocation_mib for d in disks)
             ladder = ladder_for(policy, prediction, disk_mib, settings)
             journal.migration_started(
@@ -262,6 +280,8 @@ def _one(
                     "dirty_mibps": round(dirty, 1),
                     "predicted_s": round(prediction.total_time_s, 1),
                     "predicted_converges": prediction.converges,
+                    "learned_model": prediction.learned,
+                    "auto_converge": settings.auto_converge,
                     "soft_deadline_s": round(ladder.soft_s, 1),
                     "abort_s": round(ladder.abort_s, 1),
                     "rungs": [r.value for r in ladder.rungs],

@@ -7,10 +7,13 @@ from advisor.migration.model import MigrationCorrection
 from advisor.migration.precopy import PrecopyEstimate, default_xbzrle_cache_mib, predict_precopy
 from advisor.migration.predict import (
     MigrationPrediction,
+    configured_correction,
     fit_correction,
     max_live_dirty_mibps,
+    max_live_dirty_mibps_many,
     predict_migration,
     predict_migrations,
+    predict_moves,
 )
 
 __all__ = [
@@ -19,11 +22,14 @@ __all__ = [
     "MigrationPrediction",
     "PrecopyEstimate",
     "abort_deadline_s",
+    "configured_correction",
     "default_xbzrle_cache_mib",
     "fit_correction",
     "max_live_dirty_mibps",
+    "max_live_dirty_mibps_many",
     "predict_migration",
     "predict_migrations",
+    "predict_moves",
     "predict_precopy",
     "read_measured",
 ]

@@ -2,9 +2,11 @@
 
 - `predict_migration(...)`: one move's time, downtime, bytes, whether it converges, and the deadlines to
   watch it by; `predict_migrations(frame)` does the same for many at once.
+- `predict_moves(...)`: every VM's move at once, by name (what the plan stage hands the planner).
 - `max_live_dirty_mibps(...)`: the fastest dirty rate at which a guest still moves live, for "cannot move
-  now; could once its dirty rate falls below X".
-- `fit_correction(path)`: the learned correction fitted on a bench/migrations.py CSV (cached per file).
+  now; could once its dirty rate falls below X"; `max_live_dirty_mibps_many` for many guests at once.
+- `fit_correction(path)`: the learned correction fitted on a bench/migrations.py CSV (cached per file);
+  `configured_correction(measurements)` reads `[migration] measurements` ("" = none).
 
 Without a correction every figure is the analytic model's. "Converges" means: finishes before
 `abort_deadline_s` (20 s + 1.5 copies of the memory), the rule the measured data were labelled by.
@@ -12,6 +14,7 @@ Without a correction every figure is the analytic model's. "Converges" means: fi
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -127,6 +130,58 @@ def predict_migration(
     )
 
 
+def predict_moves(
+    mem_mib: Mapping[str, float],
+    dirty_mibps: Mapping[str, float],
+    bandwidth_mibps: float,
+    max_downtime_ms: float,
+    correction: MigrationCorrection | None = None,
+) -> dict[str, MigrationPrediction]:
+    """Each VM of `mem_mib` moved plainly (no auto-converge, no xbzrle) at its dirty rate: one batch, so
+    that the learned correction costs one call for a whole fleet."""
+    names = list(mem_mib)
+    frame = pd.DataFrame(
+        {
+            "mem_mib": [float(mem_mib[n]) for n in names],
+            "working_set_mib": np.nan,
+            "dirty_mibps": [float(dirty_mibps[n]) for n in names],
+            "bandwidth_mibps": bandwidth_mibps,
+            "max_downtime_ms": max_downtime_ms,
+            "auto_converge": False,
+            "xbzrle": False,
+        }
+    )
+    out = predict_migrations(frame, correction)
+    learned = correction is not None
+    return {
+        n: MigrationPrediction(
+            total_time_s=float(t),
+            downtime_ms=float(d),
+            transferred_mib=float(b),
+            iterations=int(i),
+            converges=bool(c),
+            converge_probability=float(p),
+            downtime_within_limit=bool(w),
+            deadline_s=float(sd),
+            abort_s=float(a),
+            learned=learned,
+        )
+        for n, t, d, b, i, c, p, w, sd, a in zip(
+            names,
+            out["total_time_s"],
+            out["downtime_ms"],
+            out["transferred_mib"],
+            out["iterations"],
+            out["converges"],
+            out["converge_probability"],
+            out["downtime_within_limit"],
+            out["deadline_s"],
+            out["abort_s"],
+            strict=True,
+        )
+    }
+
+
 def max_live_dirty_mibps(
     mem_mib: float,
     bandwidth_mibps: float,
@@ -140,23 +195,56 @@ def max_live_dirty_mibps(
 ) -> float:
     """The highest dirty rate (on a log grid up to 4x the bandwidth) below which every rate is predicted
     to converge; 0 when even an idle guest is not, the grid's top when all are."""
+    ws = mem_mib if working_set_mib is None else working_set_mib
+    return float(
+        max_live_dirty_mibps_many(
+            [mem_mib],
+            bandwidth_mibps,
+            max_downtime_ms,
+            working_set_mib=[ws],
+            auto_converge=auto_converge,
+            xbzrle=xbzrle,
+            correction=correction,
+            grid=grid,
+        )[0]
+    )
+
+
+def max_live_dirty_mibps_many(
+    mem_mib: Sequence[float],
+    bandwidth_mibps: float,
+    max_downtime_ms: float,
+    *,
+    working_set_mib: Sequence[float] | None = None,
+    auto_converge: bool = False,
+    xbzrle: bool = False,
+    correction: MigrationCorrection | None = None,
+    grid: int = 64,
+) -> np.ndarray:
+    """`max_live_dirty_mibps` of many guests in one batch (one correction call for all of them; guests of
+    one size share their answer)."""
+    mem_all = np.asarray(mem_mib, dtype=float)
+    ws_all = mem_all if working_set_mib is None else np.asarray(working_set_mib, dtype=float)
+    sizes = np.column_stack([mem_all, ws_all])
+    unique, back = np.unique(sizes, axis=0, return_inverse=True)
+    mem, ws = unique[:, 0], unique[:, 1]
     rates = np.concatenate([[0.0], np.geomspace(0.01 * bandwidth_mibps, 4 * bandwidth_mibps, grid - 1)])
     frame = pd.DataFrame(
         {
-            "mem_mib": mem_mib,
-            "working_set_mib": mem_mib if working_set_mib is None else working_set_mib,
-            "dirty_mibps": rates,
+            "mem_mib": np.repeat(mem, grid),
+            "working_set_mib": np.repeat(ws, grid),
+            "dirty_mibps": np.tile(rates, len(mem)),
             "bandwidth_mibps": bandwidth_mibps,
             "max_downtime_ms": max_downtime_ms,
             "auto_converge": auto_converge,
             "xbzrle": xbzrle,
         }
     )
-    ok = predict_migrations(frame, correction)["converges"].to_numpy(bool)
-    if ok.all():
-        return float(rates[-1])
-    first_fail = int(np.argmin(ok))
-    return float(rates[first_fail - 1]) if first_fail > 0 else 0.0
+    ok = predict_migrations(frame, correction)["converges"].to_numpy(bool).reshape(len(mem), grid)
+    first_fail = np.where(ok.all(axis=1), grid, np.argmin(ok, axis=1))
+    # the rate just below the first failure; the grid's top when none fails, 0 when the idle guest fails
+    limits = np.where(first_fail == grid, rates[-1], np.where(first_fail > 0, rates[first_fail - 1], 0.0))
+    return limits[back.reshape(-1)]
 
 
 def fit_correction(path: Path | str, random_state: int = 0) -> MigrationCorrection:
@@ -167,6 +255,12 @@ def fit_correction(path: Path | str, random_state: int = 0) -> MigrationCorrecti
     except FileNotFoundError:
         raise InputError(f"{p}: no such migrations file (run bench/migrations.py)") from None
     return _fit_cached(str(p.resolve()), stamp, random_state)
+
+
+def configured_correction(measurements: str) -> MigrationCorrection | None:
+    """`[migration] measurements`: "" for the analytic model alone, else the correction fitted on that
+    CSV (a relative path from the working directory, as every path key)."""
+    return fit_correction(measurements) if measurements else None
 
 
 @lru_cache(maxsize=4)

@@ -3,19 +3,24 @@ planner, the sequencer and the invariant checker all read, computed in one place
 
 A host's CPU peak is the sum of its VMs' forecast P95s (`plan.peak_model = "sum"`, conservative), or the
 P95 of their summed history scaled to the forecast (`"joint"`): VMs rarely peak together, and what that
-multiplexing frees the sum wastes."""
+multiplexing frees the sum wastes.
+
+A VM's move is charged by what the migration model predicts it transfers at its forecast dirty rate
+(`VMDemand.move_mib`): the plan stage predicts every VM's move once and hands the planner a
+`ForecastWithMoves`; without one (simulator, what-if, tests) a move costs the VM's memory."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 
 from advisor.config import PlanSettings
 from advisor.core import Cluster, Forecast, Host
+from advisor.migration.predict import MigrationPrediction
 
 EPS = 1e-6  # cores or MiB: float sums that differ by less are equal
 
@@ -26,14 +31,35 @@ class VMDemand:
     cpu_p50: float  # cores: what energy is charged for
     mem_mib: float  # configured size: memory is reserved, never overcommitted
     dirty_mibps: float  # for migration cost
+    move: MigrationPrediction | None = None  # its live migration at that dirty rate, if predicted
+
+    @property
+    def move_mib(self) -> float:
+        """MiB a move of it sends: the prediction's (more than its memory when it dirties pages while
+        copied), else its memory."""
+        return self.mem_mib if self.move is None else self.move.transferred_mib
+
+
+@dataclass(frozen=True)
+class ForecastWithMoves(Forecast):
+    """A forecast plus each VM's predicted live migration at its forecast dirty rate (the plan stage's,
+    with the learned correction when configured). Being a Forecast it reaches `demand_of` in every
+    cluster's planning process untouched; its fingerprint is the forecast's, the moves being derived."""
+
+    moves: Mapping[str, MigrationPrediction] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, forecast: Forecast, moves: Mapping[str, MigrationPrediction]) -> ForecastWithMoves:
+        return cls(**{f.name: getattr(forecast, f.name) for f in fields(Forecast)}, moves=moves)
 
 
 def demand_of(cluster: Cluster, forecast: Forecast) -> dict[str, VMDemand]:
     forecast.check_covers(cluster)
+    moves = forecast.moves if isinstance(forecast, ForecastWithMoves) else {}
     out = {}
     for vm in cluster.vms:
         f = forecast.vms[vm.name]
-        out[vm.name] = VMDemand(f.cpu_p95, f.cpu_p50, float(vm.mem_mib), f.dirty_mibps)
+        out[vm.name] = VMDemand(f.cpu_p95, f.cpu_p50, float(vm.mem_mib), f.dirty_mibps, moves.get(vm.name))
     return out
 
 
@@ -55,19 +81,6 @@ def host_loads(
         loads[host][0] += d.cpu_p95
         loads[host][1] += d.mem_mib
     return {h: (c, m) for h, (c, m) in loads.items()}
-
-
-def over_headroom(
-    cluster: Cluster, demand: Mapping[str, VMDemand], placement: Mapping[str, str], settings: PlanSettings
-) -> dict[str, tuple[float, float]]:
-    """Hosts above CPU or memory headroom in `placement`, with their loads: the baseline that a
-    migration sequence may not make worse."""
-    loads = host_loads(cluster, demand, placement)
-    return {
-        h.name: loads[h.name]
-        for h in cluster.hosts
-        if loads[h.name][0] > cpu_cap(h, settings) + EPS or loads[h.name][1] > mem_cap(h, settings) + EPS
-    }
 
 
 PEAK_Q = 0.95  # the quantile a host's CPU peak is taken at, per VM (sum) or of the host's sum (joint)

@@ -21,6 +21,8 @@ from advisor.optimize.sequencer import SequenceResult, sequence
 
 CPSAT = "cp-sat"
 EVACUATION = "evacuation"
+THRIFT_W = 1.0  # watts below the best plan by objective from which a plan is a different trade-off
+Option = tuple[float, int, str, tuple[int, ...]]  # objective, tie-break rank, solver, assignment
 
 
 def plan_cluster(
@@ -31,7 +33,8 @@ def plan_cluster(
     moved_at: Mapping[str, datetime] | None = None,
     history: JointHistory | None = None,
 ) -> Plan:
-    """Heuristic warm starts, the host-emptying search (goal consolidate), CP-SAT, then the wave
+    """Heuristic warm starts, the host-emptying search (goal consolidate; from the forced moves, and
+    from the candidate drawing least power when that is not the best), CP-SAT, then the wave
     sequencer. The best placement (by the planning objective) that can be sequenced safely wins; when
     none exists the plan is infeasible, keeps every VM where it is and names the VMs to blame. Never
     raises for an infeasible cluster. `moved_at`: when VMs last moved (anti-ping-pong, see problem.py);
@@ -78,13 +81,14 @@ def plan_cluster(
     say("heuristics")
     results = [h(problem) for h in HEURISTICS[settings.goal]]
     valid = [r for r in results if r.complete and problem.moves(r.assign) <= problem.limit]
-    options = [(problem.objective(r.assign), 1, r.name, r.assign) for r in valid]
+    options: list[Option] = [(problem.objective(r.assign), 1, r.name, tuple(r.assign)) for r in valid]
     deadline = time.perf_counter() + settings.time_limit_s
     if settings.goal == "consolidate":
         say(EVACUATION)
         evacuated = evacuate(problem, min(options)[3] if options else None, deadline)
         if evacuated is not None:
             options.append((problem.objective(evacuated.assign), 2, EVACUATION, evacuated.assign))
+        _search_thriftiest(problem, options, deadline)
     # without a complete placement within the cap, CP-SAT starts from the VMs that may stay
     hint = min(options)[3] if options else problem.start
     say(CPSAT)
@@ -120,6 +124,24 @@ def plan_cluster(
             solve_s=time.perf_counter() - started,
         )
     return infeasible(f"no safe migration order: {refusals[0].message}", refusals[0].blocking_vms)
+
+
+def _search_thriftiest(problem: Problem, options: list[Option], deadline: float) -> None:
+    """When a candidate draws less power than the best by objective (say PABFD-2D running a host fewer
+    at more migrations), run the host-emptying search from it too: its exchanges of an emptied host for
+    a running one cut the migrations that power costs. The search from the forced moves stops where
+    running one host fewer means moving all the VMs of some full host at once, which it cannot undo;
+    the two results compete on the same objective. On the 50-host benchmark it runs on 6 of seeds 4-39
+    and, since the exchanges of two running hosts for one, wins none of them (before, 1 of 7); on seed
+    1 it wins: 28 hosts instead of 29, 4.5 W-equivalent less, 0.2 s."""
+    if not options:
+        return
+    least = min(options, key=lambda o: (problem.watts(o[3]), o[0]))
+    if problem.watts(least[3]) >= problem.watts(min(options)[3]) - THRIFT_W:
+        return
+    searched = evacuate(problem, None, deadline, least[3])
+    if searched is not None:
+        options.append((problem.objective(searched.assign), 2, EVACUATION, searched.assign))
 
 
 def _reasons(problem: Problem, target: Mapping[str, str]) -> dict[str, MigrationReason]:

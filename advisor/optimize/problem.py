@@ -13,13 +13,15 @@ consolidation or balancing.
 
 Anti-ping-pong: a VM moved less than `plan.sticky_h` ago that need not move may only stay, and each
 migration is charged so that it pays back within `plan.payback_h` (the costs are watts-equivalent over
-the forecast horizon; a payback half as long charges twice as much).
+the forecast horizon; a payback half as long charges twice as much). A move is charged by the MiB the
+migration model predicts it sends (`VMDemand.move_mib`); a VM whose live move is predicted not to
+converge at its forecast dirty rate is held like a recent mover: it moves only if it must.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -29,6 +31,7 @@ import numpy as np
 from advisor.config import PlanSettings
 from advisor.core import VM, Cluster, Forecast, Host, HostState, MigrationReason
 from advisor.errors import InputError
+from advisor.migration.live_window import cannot_move_live
 from advisor.optimize.demand import JointHistory, VMDemand, demand_of, peak_index
 from advisor.optimize.power import PowerTable
 
@@ -121,11 +124,16 @@ class Problem:
     def objective(self, assign: Sequence[int]) -> float:
         """What the planner minimises, in watts-equivalent: energy (consolidate) or peak CPU and woken
         hosts (balance), plus migration cost. Uses the real power curves."""
-        state = Loads(self, assign)
         move = sum(item.cost(h) for item, h in zip(self.items, assign, strict=True))
         if self.goal == "balance":
+            state = Loads(self, assign)
             return self.settings.balance_w_per_pct * 100.0 * state.peak_util() + state.wake_w() + move
-        return sum(state.watts(h) for h in range(len(self.hosts))) + move
+        return self.watts(assign) + move
+
+    def watts(self, assign: Sequence[int]) -> float:
+        """Power of the whole cluster (standby hosts included), real curves."""
+        state = Loads(self, assign)
+        return sum(state.watts(h) for h in range(len(self.hosts)))
 
 
 class HostArrays:
@@ -351,6 +359,8 @@ def build_problem(
         h for h in range(len(hosts)) if cpu_of(on_host[h]) > cpu_cap[h] or mem_now[h] > mem_cap[h]
     )
     sticky = _sticky(items, forecast.made_at, settings.sticky_h, moved_at or {})
+    held = cannot_move_live(cluster, {vm: d.move for vm, d in demand.items() if d.move is not None})
+    sticky |= _items_with(items, held)  # predicted not to converge live: held like a recent mover
 
     def items_cpu(kept: Sequence[int]) -> int:
         if joint is None:
@@ -407,7 +417,12 @@ def _sticky(
         for vm, t in moved_at.items()
         if (now - (t if t.tzinfo else t.replace(tzinfo=UTC))).total_seconds() < sticky_h * 3600.0
     }
-    return {i for i, item in enumerate(items) if recent.intersection(item.vms)} if recent else set()
+    return _items_with(items, recent)
+
+
+def _items_with(items: Sequence[Item], vms: Iterable[str]) -> set[int]:
+    names = set(vms)
+    return {i for i, item in enumerate(items) if names.intersection(item.vms)} if names else set()
 
 
 def _anti_affinity(
@@ -516,7 +531,9 @@ def _compile_item(
     cpu = cpu_of(members)
     mem = sum(mem_units(demand[v.name].mem_mib) for v in vms)
     per_gib = settings.migration_cost_w_per_gib
-    cost = tuple(per_move * (settings.migration_cost_w + per_gib * v.mem_mib / 1024.0) for v in vms)
+    cost = tuple(
+        per_move * (settings.migration_cost_w + per_gib * demand[v.name].move_mib / 1024.0) for v in vms
+    )
     names = ", ".join(members)
     why: Contradiction | None = None
 

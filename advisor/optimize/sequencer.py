@@ -10,6 +10,9 @@ When nothing can start (a deadlock: say two big VMs swapping between two full ho
 parked on another running host and moved on later; when nothing can be parked either, the result is
 infeasible and names the VMs left waiting. Every wave starts at least one hop and a VM parks at most
 once, so there are at most two waves per move.
+
+Each hop carries its VM's predicted migration: the one the plan stage made (`VMDemand.move`, with the
+learned correction when configured), else the analytic model's, predicted for all hops in one batch.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 from advisor.config import PlanSettings
 from advisor.core import Cluster, HostState, Migration, MigrationReason
 from advisor.errors import InputError
-from advisor.migration.precopy import predict_precopy
+from advisor.migration.predict import MigrationPrediction, predict_moves
 from advisor.optimize.demand import EPS, JointHistory, VMDemand, cpu_cap, mem_cap, peak_of
 
 _PRIORITY = {
@@ -69,7 +72,7 @@ def sequence(
         (vm for vm, dst in target.items() if current[vm] != dst),
         key=lambda vm: (_PRIORITY[why.get(vm, MigrationReason.CONSOLIDATE)], -demand[vm].mem_mib, vm),
     )
-    migrations: list[Migration] = []
+    hops: list[tuple[str, str, str, MigrationReason, int]] = []
     parked: list[str] = []
     wave = 0
     while pending:
@@ -85,7 +88,7 @@ def sequence(
                 blocking = tuple(sorted(pending))
                 shown = ", ".join(blocking[:10]) + (" ..." if len(blocking) > 10 else "")
                 return SequenceResult(
-                    tuple(migrations),
+                    _migrations(hops, demand, settings),
                     tuple(parked),
                     True,
                     blocking,
@@ -94,11 +97,10 @@ def sequence(
                 )
             parked.append(hop[0])
             started = [hop]
-        for vm, dst, reason in started:
-            migrations.append(_migration(vm, state.loc[vm], dst, reason, wave, demand[vm], settings))
+        hops.extend((vm, state.loc[vm], dst, reason, wave) for vm, dst, reason in started)
         state.finish()
         pending = [vm for vm in pending if state.loc[vm] != target[vm]]
-    return SequenceResult(tuple(migrations), tuple(parked), False, (), "")
+    return SequenceResult(_migrations(hops, demand, settings), tuple(parked), False, (), "")
 
 
 class _State:
@@ -229,18 +231,37 @@ def _park(
     return None
 
 
-def _migration(
-    vm: str, src: str, dst: str, reason: MigrationReason, wave: int, d: VMDemand, settings: PlanSettings
-) -> Migration:
-    est = predict_precopy(d.mem_mib, d.dirty_mibps, settings.bandwidth_mibps, settings.max_downtime_ms)
-    return Migration(
-        vm=vm,
-        source=src,
-        destination=dst,
-        reason=reason,
-        wave=wave,
-        predicted_time_s=est.total_time_s,
-        predicted_downtime_ms=est.downtime_ms,
-        predicted_mib=est.transferred_mib,
-        converges=est.converges,
+def _migrations(
+    hops: list[tuple[str, str, str, MigrationReason, int]],
+    demand: Mapping[str, VMDemand],
+    settings: PlanSettings,
+) -> tuple[Migration, ...]:
+    """The hops (vm, source, destination, reason, wave) with their VMs' predicted migrations."""
+    unknown = sorted({vm for vm, *_ in hops if demand[vm].move is None})
+    predicted: dict[str, MigrationPrediction] = (
+        predict_moves(
+            {vm: demand[vm].mem_mib for vm in unknown},
+            {vm: demand[vm].dirty_mibps for vm in unknown},
+            settings.bandwidth_mibps,
+            settings.max_downtime_ms,
+        )
+        if unknown
+        else {}
     )
+    out = []
+    for vm, src, dst, reason, wave in hops:
+        est = demand[vm].move or predicted[vm]
+        out.append(
+            Migration(
+                vm=vm,
+                source=src,
+                destination=dst,
+                reason=reason,
+                wave=wave,
+                predicted_time_s=est.total_time_s,
+                predicted_downtime_ms=est.downtime_ms,
+                predicted_mib=est.transferred_mib,
+                converges=est.converges,
+            )
+        )
+    return tuple(out)

@@ -10,6 +10,7 @@ from typing import Any
 
 from advisor.core import Cluster, Forecast, HostState, Migration, Plan
 from advisor.errors import InputError
+from advisor.migration.live_window import LiveWindow
 
 DAYS_PER_YEAR = 365
 
@@ -224,6 +225,34 @@ def wave_rows(cluster: Cluster, plan: Plan) -> list[WaveRow]:
         )
         for w in plan.waves
     ]
+
+
+@dataclass(frozen=True)
+class LiveRow:
+    vm: str
+    host: str
+    dirty_mibps: str
+    max_live_mibps: str
+    when: str
+    planned: str
+
+
+def live_rows(plan: Plan) -> list[LiveRow]:
+    """The plan's VMs that cannot move live now, each with when it could and what the plan does with it."""
+    rows = []
+    for entry in plan.cannot_move_live:
+        w = LiveWindow.from_dict(entry)
+        rows.append(
+            LiveRow(
+                vm=w.vm,
+                host=w.host,
+                dirty_mibps=f"{w.dirty_mibps:,.1f}",
+                max_live_mibps=f"{w.max_live_dirty_mibps:,.1f}",
+                when=w.when,
+                planned=f"moved anyway ({w.moved}), predicted not to converge" if w.moved else "stays",
+            )
+        )
+    return rows
 
 
 @dataclass(frozen=True)

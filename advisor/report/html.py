@@ -96,6 +96,7 @@ def render_report(
             waves=figures.wave_rows(cluster, plan),
             migrations=migrations,
             not_converging=sum(not m.converges for m in migrations),
+            cannot_move_live=figures.live_rows(plan),
             dry_run=dry,
             headroom=figures.pct(headroom),
         )
