@@ -40,6 +40,7 @@ import pandas as pd
 from advisor.collect.traces import PL_STEP_S, load_bitbrains
 from advisor.config import PowerSettings, TraceSettings
 from advisor.errors import InputError
+from advisor.forecast.backtest import FORECASTERS, scored_blocks
 from advisor.forecast.horizons import (
     HISTORY_DAYS,
     HORIZONS_S,
@@ -55,8 +56,6 @@ from advisor.forecast.horizons import (
 )
 from advisor.metrics import validate_metrics
 
-FORECASTERS = ("model", "naive", "seasonal_naive", "moving_average")
-VM_BLOCK = 100  # VMs whose test rows are built at once: bounds memory on long test spans
 Factors = Mapping[str, float]  # VM -> factor from the metrics column's unit (a VM not listed: 1)
 
 
@@ -140,17 +139,8 @@ def score(
     origins = np.arange(first_test, len(grid.times), test_every)
     err = {u: dict.fromkeys(FORECASTERS, 0.0) for u in units}
     covered, n = 0.0, 0
-    for start in range(0, len(grid.vms), VM_BLOCK):
-        block = slice(start, start + VM_BLOCK)
-        sub = MetricGrid(grid.vms[block], grid.times, grid.step_s, grid.raw[block], grid.filled[block])
-        n_vm = len(sub.vms)
-        rows = horizon_rows(
-            sub, horizon, np.repeat(np.arange(n_vm), len(origins)), np.tile(origins, n_vm), floor
-        )
-        keep = np.isfinite(rows.target) & np.isfinite(rows.naive)
+    for block, rows, keep in scored_blocks(grid, horizon, origins, floor):
         X, y = rows.X[keep], rows.target[keep]
-        if not len(y):
-            continue
         q = model.predict_quantiles(X)
         forecasts = {
             "model": q[0.5],

@@ -26,7 +26,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from advisor.collect.hosts import build_cluster
-from advisor.collect.reading import Format, first_duplicate, names, numeric, read_csv_chunks, timestamps
+from advisor.collect.reading import (
+    Format,
+    first_duplicate,
+    names,
+    numeric,
+    read_csv_chunks,
+    readable,
+    timestamps,
+)
 from advisor.collect.traces import (
     BB_COLUMNS,
     TABLE_OPTIONAL,
@@ -238,16 +246,10 @@ def _at(frame: pd.DataFrame, i: int, paths: Sequence[str]) -> str:
 
 def _header(path: str, fmt: Format) -> list[str]:
     """The column names of a CSV or Parquet file, without reading its rows."""
-    try:
+    with readable(path, fmt):
         if fmt == "parquet":
             return list(pq.ParquetFile(path).schema_arrow.names)
         return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the file is empty") from None
-    except Exception as e:  # pandas and pyarrow raise many unrelated types for a corrupt file
-        raise InputError(f"{path}: not a readable {fmt.upper()} file ({e})") from None
 
 
 def _chunks(path: str, fmt: Format, columns: Sequence[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -269,11 +271,9 @@ def _read(path: str, fmt: Format, columns: Sequence[str], chunk_rows: int) -> It
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
     start = 0
-    try:
+    with readable(path, fmt):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(columns)):
             frame = batch.to_pandas()
             frame.index = pd.RangeIndex(start, start + len(frame))
             start += len(frame)
             yield frame
-    except Exception as e:  # pyarrow raises many unrelated types for a corrupt file
-        raise InputError(f"{path}: not a readable PARQUET file ({e})") from None

@@ -6,6 +6,7 @@ Rows are counted from 1 without the header, as advisor.metrics counts them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import numpy as np
@@ -14,6 +15,21 @@ import pandas as pd
 from advisor.errors import InputError
 
 Format = Literal["csv", "parquet"]
+
+
+@contextmanager
+def readable(path: str, fmt: Format) -> Iterator[None]:
+    """Opening or parsing `path` fails with a one-line InputError naming it, not a library's traceback."""
+    try:
+        yield
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: the file is empty") from None
+    except Exception as e:  # pandas and pyarrow raise many unrelated types for a corrupt file
+        raise InputError(f"{path}: not a readable {fmt.upper()} file ({e})") from None
 
 
 def _check_columns(df: pd.DataFrame, path: str, required: Sequence[str]) -> None:
@@ -29,14 +45,8 @@ def read_table(
 ) -> pd.DataFrame:
     """The wanted columns of one CSV (optionally compressed) or Parquet file, with at least one row."""
     wanted = set(required) | set(optional)
-    try:
+    with readable(path, fmt):
         df = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, usecols=lambda c: c in wanted)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the file is empty") from None
-    except Exception as e:  # pandas and pyarrow raise many unrelated types for a corrupt file
-        raise InputError(f"{path}: not a readable {fmt.upper()} file ({e})") from None
     _check_columns(df, path, required)
     if df.empty:
         raise InputError(f"{path}: has a header but no data rows")
@@ -45,7 +55,7 @@ def read_table(
 
 def read_csv_chunks(path: str, required: Sequence[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Chunks of a large CSV, each indexed by its row number in the file, so a reader can stop early."""
-    try:
+    with readable(path, "csv"):
         reader = pd.read_csv(path, usecols=lambda c: c in set(required), chunksize=chunk_rows)
         first = True
         for chunk in reader:
@@ -55,14 +65,6 @@ def read_csv_chunks(path: str, required: Sequence[str], chunk_rows: int) -> Iter
             yield chunk[list(required)]
         if first:
             raise InputError(f"{path}: has a header but no data rows")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path}: the file is empty") from None
-    except InputError:
-        raise
-    except Exception as e:  # pandas raises many unrelated types for a corrupt or truncated file
-        raise InputError(f"{path}: not a readable CSV file ({e})") from None
 
 
 def shown(value: object) -> str:

@@ -11,7 +11,7 @@ compare. Pure: metrics DataFrames in, tidy DataFrames out.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from advisor.errors import InputError
 from advisor.forecast.horizons import (
     HORIZONS_S,
     HorizonForecaster,
+    HorizonRows,
     MetricGrid,
     MovingAverageBaseline,
     horizon_rows,
@@ -142,16 +143,7 @@ def evaluate_split(
     scale = insample_naive_mae(grid, horizon, first_test, seed)
     sums = {f: _Sums() for f in FORECASTERS}
     origins = np.arange(first_test, end, test_every)
-    for start in range(0, len(grid.vms), VM_BLOCK):
-        block = slice(start, start + VM_BLOCK)
-        sub = MetricGrid(grid.vms[block], grid.times, grid.step_s, grid.raw[block], grid.filled[block])
-        n_vm = len(sub.vms)
-        rows = horizon_rows(
-            sub, horizon, np.repeat(np.arange(n_vm), len(origins)), np.tile(origins, n_vm), floor
-        )
-        keep = np.isfinite(rows.target) & np.isfinite(rows.naive)
-        if not keep.any():
-            continue
+    for _, rows, keep in scored_blocks(grid, horizon, origins, floor):
         X, y = rows.X[keep], rows.target[keep]
         q = model.predict_quantiles(X)
         sums["model"].add(y, q[0.5], q[model.upper])
@@ -162,6 +154,24 @@ def evaluate_split(
         raise InputError(f"backtest: no observed target after the split for the {horizon} horizon")
     figures = pd.DataFrame({f: s.figures(scale) for f, s in sums.items()}).T.loc[list(FORECASTERS)]
     return SplitResult(figures, model, moving, scale, t1 - t0, time.perf_counter() - t1)
+
+
+def scored_blocks(
+    grid: MetricGrid, horizon: str, origins: np.ndarray, floor: float
+) -> Iterator[tuple[slice, HorizonRows, np.ndarray]]:
+    """Every VM's rows at `origins`, VM_BLOCK VMs at a time (bounds memory on long test spans): the
+    block's VMs, its rows and which of them have an observed target and naive value. Blocks without
+    any are skipped."""
+    for start in range(0, len(grid.vms), VM_BLOCK):
+        block = slice(start, start + VM_BLOCK)
+        sub = MetricGrid(grid.vms[block], grid.times, grid.step_s, grid.raw[block], grid.filled[block])
+        n_vm = len(sub.vms)
+        rows = horizon_rows(
+            sub, horizon, np.repeat(np.arange(n_vm), len(origins)), np.tile(origins, n_vm), floor
+        )
+        keep = np.isfinite(rows.target) & np.isfinite(rows.naive)
+        if keep.any():
+            yield block, rows, keep
 
 
 def backtest(
