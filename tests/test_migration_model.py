@@ -40,18 +40,14 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "migrations.csv"
 
 sizes = st.sampled_from([256.0, 1024.0, 8192.0])
 shares = st.floats(0.05, 1.0)
+dirties = st.floats(0, 300)  # MiB/s
+links = st.floats(16, 2000)  # MiB/s
+budgets = st.floats(10, 1000)  # ms
+MIGRATIONS = {"mem": sizes, "share": shares, "dirty": dirties, "bw": links, "budget": budgets}
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    mem=sizes,
-    share=shares,
-    dirty=st.floats(0, 300),
-    more=st.floats(0, 300),
-    bw=st.floats(16, 2000),
-    budget=st.floats(10, 1000),
-    xbzrle=st.booleans(),
-)
+@given(**MIGRATIONS, more=dirties, xbzrle=st.booleans())
 def test_more_dirtying_never_makes_a_migration_shorter_or_likelier(
     mem: float, share: float, dirty: float, more: float, bw: float, budget: float, xbzrle: bool
 ) -> None:
@@ -64,14 +60,7 @@ def test_more_dirtying_never_makes_a_migration_shorter_or_likelier(
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    mem=sizes,
-    share=shares,
-    dirty=st.floats(0, 300),
-    bw=st.floats(16, 2000),
-    faster=st.floats(1, 4),
-    budget=st.floats(10, 1000),
-)
+@given(**MIGRATIONS, faster=st.floats(1, 4))
 def test_a_faster_link_never_makes_a_converging_migration_slower_or_fail(
     mem: float, share: float, dirty: float, bw: float, faster: float, budget: float
 ) -> None:
@@ -127,15 +116,7 @@ def test_a_bigger_xbzrle_cache_sends_fewer_bytes() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    mem=sizes,
-    share=shares,
-    dirty=st.floats(0, 300),
-    bw=st.floats(16, 2000),
-    budget=st.floats(10, 1000),
-    xbzrle=st.booleans(),
-    midround=st.booleans(),
-)
+@given(**MIGRATIONS, xbzrle=st.booleans(), midround=st.booleans())
 def test_a_cold_xbzrle_cache_never_helps_and_touches_nothing_else(
     mem: float, share: float, dirty: float, bw: float, budget: float, xbzrle: bool, midround: bool
 ) -> None:
@@ -172,12 +153,8 @@ def test_untouched_memory_shortens_only_the_first_round() -> None:
 
 @settings(max_examples=80, deadline=None)
 @given(
-    mem=sizes,
-    share=shares,
+    **MIGRATIONS,
     resident=st.floats(0, 1),
-    dirty=st.floats(0, 300),
-    bw=st.floats(16, 2000),
-    budget=st.floats(10, 1000),
     rounds=st.integers(1, 300),
     deadline=st.one_of(st.none(), st.floats(1, 100)),
     auto_converge=st.booleans(),
