@@ -165,7 +165,7 @@ def test_untouched_memory_shortens_only_the_first_round() -> None:
     midround=st.booleans(),
     switchover=st.one_of(st.none(), st.floats(10, 1000)),
 )
-def test_the_batch_model_agrees_with_the_one_at_a_time_model(
+def test_a_prediction_does_not_depend_on_the_other_rows_of_its_batch(
     mem: float,
     share: float,
     resident: float,

@@ -21,8 +21,8 @@ Options, as QEMU implements them:
   past it, fitted the 48 measured xbzrle migrations worse than cache / working set: the guest's pages
   are scattered over the cache's slots.)
 
-`predict_precopy` answers for one migration (plain Python: the planner asks once per move);
-`predict_precopy_batch` for arrays of them (the learned correction's thousands of rows).
+`predict_precopy_batch` answers for arrays of migrations (the planner's moves, the simulator's, the
+learned correction's rows); `predict_precopy` for one, as a one-row batch.
 """
 
 from __future__ import annotations
@@ -91,69 +91,34 @@ def predict_precopy(
     `xbzrle_cold_round`: round 2 fills the cache and goes uncompressed, as in QEMU (default: it hits).
     `midround`: switch over inside the last round, as QEMU does (see `_switch_midround`), instead of at
     its end. `switchover_mibps`: the stop-and-copy's rate (QEMU lifts the cap then; default: the cap)."""
-    _check(
+    row = predict_precopy_batch(
         mem_mib,
         dirty_mibps,
         bandwidth_mibps,
         max_downtime_ms,
-        working_set_mib,
         max_iterations,
-        xbzrle_ratio,
-        dirty_cpu_share,
-        xbzrle_mibps,
-        switchover_mibps,
+        working_set_mib=working_set_mib,
+        resident_mib=resident_mib,
+        deadline_s=deadline_s,
+        auto_converge=auto_converge,
+        throttle_initial_pct=throttle_initial_pct,
+        throttle_increment_pct=throttle_increment_pct,
+        dirty_cpu_share=dirty_cpu_share,
+        xbzrle=xbzrle,
+        xbzrle_cache_mib=xbzrle_cache_mib,
+        xbzrle_ratio=xbzrle_ratio,
+        xbzrle_mibps=xbzrle_mibps,
+        xbzrle_cold_round=xbzrle_cold_round,
+        midround=midround,
+        switchover_mibps=switchover_mibps,
     )
-    ws = float(mem_mib) if working_set_mib is None else min(float(working_set_mib), float(mem_mib))
-    # The planner calls this once per move: plain Python, several times faster than a one-row batch.
-    page_cost = 1.0
-    if xbzrle:
-        cache = default_xbzrle_cache_mib(mem_mib) if xbzrle_cache_mib is None else xbzrle_cache_mib
-        hit = 1.0 if ws <= 0 else min(1.0, max(cache, 0.0) / ws)
-        page_cost = hit * xbzrle_ratio + (1.0 - hit)
-    encode_s_per_mib = 1.0 / xbzrle_mibps if xbzrle else 0.0
-    budget = bandwidth_mibps * max_downtime_ms / 1000.0
-    throttle = high = 0.0
-    time_s = transferred = 0.0
-    raw = float(mem_mib) if resident_mib is None else min(max(float(resident_mib), ws), float(mem_mib))
-    wire = raw  # round 1 goes uncompressed, at the link's pace
-    encode = 0.0
-    converges = False
-    iterations = 0
-    while iterations < max_iterations:
-        iterations += 1
-        round_s = max(wire / bandwidth_mibps, raw * encode)
-        time_s += round_s
-        transferred += wire
-        sent, before = wire, raw
-        pace = min(1.0, (1.0 - throttle / 100.0) / dirty_cpu_share)
-        raw = min(dirty_mibps * pace * round_s, ws)
-        cost = 1.0 if xbzrle_cold_round and iterations == 1 else page_cost
-        wire, encode = raw * cost, encode_s_per_mib
-        if raw <= budget:
-            converges = True
-            if midround:
-                pages = float(mem_mib) if iterations == 1 else before
-                cut = _switch_midround(pages, sent, round_s, dirty_mibps * pace, ws, budget, cost)
-                time_s -= float(cut["early_s"])
-                transferred -= float(cut["unsent"])
-                raw, wire = float(cut["pending_pages"]), float(cut["pending_bytes"])
-            break
-        if deadline_s is not None and time_s >= deadline_s:
-            break
-        if auto_converge and raw > THROTTLE_TRIGGER * sent:
-            high += 1
-            if high >= HIGH_ROUNDS_PER_STEP:
-                high = 0
-                step = throttle_initial_pct if throttle == 0 else throttle_increment_pct
-                throttle = min(MAX_THROTTLE_PCT, throttle + step)
-    stop_s = max(wire / (switchover_mibps or bandwidth_mibps), raw * encode)
     return PrecopyEstimate(
-        total_time_s=time_s + stop_s,
-        downtime_ms=stop_s * 1000.0,
-        transferred_mib=transferred + wire,
-        iterations=iterations,
-        converges=converges,
-        throttle_pct=throttle,
+        total_time_s=float(row["total_time_s"][0]),
+        downtime_ms=float(row["downtime_ms"][0]),
+        transferred_mib=float(row["transferred_mib"][0]),
+        iterations=int(row["iterations"][0]),
+        converges=bool(row["converges"][0]),
+        throttle_pct=float(row["throttle_pct"][0]),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from advisor.migration.precopy import predict_precopy
+from advisor.migration.precopy import predict_precopy_batch
 from advisor.simulate.datacentre import HOST_BW_KBIT, VM_BW_KBIT, DataCentre
 from advisor.simulate.trace import Day
 
@@ -249,16 +249,16 @@ class Replay:
         st, ram = self.setup, self.day.ram
         if st.dirty_mibps_per_core <= 0:
             return {j: (ram[j] / st.bandwidth_mibps, 0.0) for j in moving}
-        out = {}
-        for j in moving:
-            est = predict_precopy(
-                float(ram[j]),
-                st.dirty_mibps_per_core * req[j] / 1000.0,
-                st.bandwidth_mibps,
-                st.max_downtime_ms,
-            )
-            out[j] = (min(est.total_time_s, STEP_S - 1.0), est.downtime_ms / 1000.0)
-        return out
+        vms = list(moving)
+        est = predict_precopy_batch(
+            ram[vms].astype(float),
+            st.dirty_mibps_per_core * req[vms] / 1000.0,
+            st.bandwidth_mibps,
+            st.max_downtime_ms,
+        )
+        times = np.minimum(est["total_time_s"], STEP_S - 1.0)
+        pauses = est["downtime_ms"] / 1000.0
+        return {j: (float(t), float(d)) for j, t, d in zip(vms, times, pauses, strict=True)}
 
     def demand(self, k: int, offset: float) -> np.ndarray:
         """VM utilisation at T_k + offset, linear between samples."""
