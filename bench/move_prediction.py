@@ -46,8 +46,8 @@ def main() -> None:
 
     cluster, fc = random_cluster(a.hosts, a.vms, a.seed)
     settings = PlanSettings(migration_cap=1.0)
-    target = build_problem(cluster, fc, settings)
-    target = target.placement(pabfd2d(target).assign)
+    problem = build_problem(cluster, fc, settings)
+    target = problem.placement(pabfd2d(problem).assign)
     mem = {v.name: v.mem_mib for v in cluster.vms}
     dirty = {v.name: fc.vms[v.name].dirty_mibps for v in cluster.vms}
     bw, downtime = settings.bandwidth_mibps, settings.max_downtime_ms

@@ -159,9 +159,23 @@ exec libvirtd --listen --config /etc/libvirt/libvirtd.conf --pid-file /run/libvi
 """
         out = open(r / "daemon.out", "ab")  # noqa: SIM115 - handed to the daemon, closed with it
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", host.netns, "unshare", "--uts", "--mount", "--propagation", "private",
-             "sh", "-c", script],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.netns,
+                "unshare",
+                "--uts",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         out.close()
         host.pid = proc.pid
@@ -288,8 +302,9 @@ def _make_disk(path: Path, size_mib: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), f"{size_mib}M"], check=True)
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 0 1M", str(path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0xab 0 1M", str(path)], check=True, capture_output=True
+    )
 
 
 @contextmanager

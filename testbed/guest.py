@@ -69,14 +69,14 @@ def _build_initrd(target: Path) -> None:
         subprocess.run(["gcc", "-O2", "-static", "-o", str(root / "init"), str(DIRTIER_C)], check=True)
         # Without a console node the kernel gives init no stdout.
         subprocess.run(["mknod", "-m", "600", str(root / "dev" / "console"), "c", "5", "1"], check=True)
-        listing = subprocess.run(
-            ["find", "."], cwd=root, check=True, capture_output=True
-        ).stdout
+        listing = subprocess.run(["find", "."], cwd=root, check=True, capture_output=True).stdout
         archive = subprocess.run(
             ["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=listing, check=True, capture_output=True
         ).stdout
-    with open(target.with_suffix(".part"), "wb") as out, gzip.GzipFile(fileobj=out, mode="wb",
-                                                                      compresslevel=1) as gz:
+    with (
+        open(target.with_suffix(".part"), "wb") as out,
+        gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1) as gz,
+    ):
         gz.write(archive)
     target.with_suffix(".part").replace(target)
 
