@@ -90,7 +90,6 @@ def plan(
     VMs that cannot move live with their live windows."""
     from advisor.execute.journal import journal_path, last_moves
     from advisor.optimize import plan_fleet
-    from advisor.optimize.demand import ForecastWithMoves
     from advisor.optimize.pareto import pareto_sweep
 
     cluster = cluster or files.read_cluster(out / files.CLUSTER_FILE)
@@ -104,8 +103,7 @@ def plan(
         metrics = read_metrics(out / files.METRICS_FILE)
     history = _joint_history(cfg, cluster, fc, metrics)
     moves, windows = _moves(cfg, out, cluster, fc, metrics, progress)
-    planned = ForecastWithMoves.of(fc, moves)
-    result = plan_fleet(cluster, planned, cfg.plan, progress, moved_at, history)
+    result = plan_fleet(cluster, fc, cfg.plan, progress, moved_at, history, moves)
     reason = {m.vm: m.reason.value for m in result.migrations if m.reason != MigrationReason.PARK}
     result = replace(
         result, cannot_move_live=tuple(replace(w, moved=reason.get(w.vm, "")).to_dict() for w in windows)
@@ -113,7 +111,7 @@ def plan(
     files.write_plan(out / files.PLAN_FILE, result)
     pareto = out / files.PARETO_FILE
     if cfg.plan.pareto_caps:
-        points = pareto_sweep(cluster, planned, cfg.plan, result, progress, moved_at, history)
+        points = pareto_sweep(cluster, fc, cfg.plan, result, progress, moved_at, history, moves)
         files.write_json(
             pareto,
             {

@@ -20,7 +20,7 @@ from instances import random_cluster
 
 from advisor.config import PlanSettings
 from advisor.migration import fit_correction, predict_moves
-from advisor.optimize.demand import ForecastWithMoves, demand_of
+from advisor.optimize.demand import demand_of
 from advisor.optimize.heuristics import pabfd2d
 from advisor.optimize.problem import build_problem
 from advisor.optimize.sequencer import sequence
@@ -55,7 +55,7 @@ def main() -> None:
     analytic_s, _ = best_of(a.repeats, lambda: predict_moves(mem, dirty, bw, downtime))
     learned_s, moves = best_of(a.repeats, lambda: predict_moves(mem, dirty, bw, downtime, correction))
     plain = demand_of(cluster, fc)
-    predicted = demand_of(cluster, ForecastWithMoves.of(fc, moves))
+    predicted = demand_of(cluster, fc, moves)
     inside_s, seq = best_of(a.repeats, lambda: sequence(cluster, plain, cluster.placement, target, settings))
     given_s, _ = best_of(a.repeats, lambda: sequence(cluster, predicted, cluster.placement, target, settings))
     print(

@@ -20,10 +20,11 @@ from typer.testing import CliRunner
 from advisor import stages
 from advisor.cli import app
 from advisor.config import Config, PlanSettings, parse_config
-from advisor.core import Forecast, MigrationReason, Plan
+from advisor.core import Cluster, Forecast, MigrationReason, Plan
 from advisor.errors import AdvisorError, InputError
 from advisor.migration import (
     MigrationCorrection,
+    MigrationPrediction,
     fit_correction,
     max_live_dirty_mibps,
     predict_migrations,
@@ -36,7 +37,7 @@ from advisor.migration.live_window import (
     live_windows,
     next_live_hour,
 )
-from advisor.optimize.demand import ForecastWithMoves, demand_of
+from advisor.optimize.demand import demand_of
 from advisor.optimize.problem import build_problem
 from advisor.optimize.sequencer import sequence
 from advisor.report import render_report
@@ -51,15 +52,16 @@ def correction() -> MigrationCorrection:
     return fit_correction(DATA)
 
 
-def with_moves(fc: Forecast, cluster, correction: MigrationCorrection | None = None) -> ForecastWithMoves:  # noqa: ANN001
-    moves = predict_moves(
+def moves_of(
+    fc: Forecast, cluster: Cluster, correction: MigrationCorrection | None = None
+) -> dict[str, MigrationPrediction]:
+    return predict_moves(
         {v.name: v.mem_mib for v in cluster.vms},
         {n: f.dirty_mibps for n, f in fc.vms.items()},
         BW,
         DOWNTIME,
         correction,
     )
-    return ForecastWithMoves.of(fc, moves)
 
 
 def inputs(mem_mib: list[float], dirty: list[float]) -> pd.DataFrame:
@@ -188,7 +190,7 @@ def test_move_cost_charges_the_predicted_transfer() -> None:
         dirty={"a": 0, "b": 400},
     )
     plain = build_problem(cluster, fc, PlanSettings())
-    priced = build_problem(cluster, with_moves(fc, cluster), PlanSettings())
+    priced = build_problem(cluster, fc, PlanSettings(), moves=moves_of(fc, cluster))
     cost = {item.vms[0]: item.vm_cost[0] for item in priced.items}
     assert {item.vms[0]: item.vm_cost[0] for item in plain.items} == {
         "a": pytest.approx(6.0),

@@ -6,14 +6,14 @@ P95 of their summed history scaled to the forecast (`"joint"`): VMs rarely peak 
 multiplexing frees the sum wastes.
 
 A VM's move is charged by what the migration model predicts it transfers at its forecast dirty rate
-(`VMDemand.move_mib`): the plan stage predicts every VM's move once and hands the planner a
-`ForecastWithMoves`; without one (simulator, what-if, tests) a move costs the VM's memory."""
+(`VMDemand.move_mib`): the plan stage predicts every VM's move once and hands the predictions to the
+planner (`moves`); without them (simulator, what-if, tests) a move costs the VM's memory."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,22 +40,12 @@ class VMDemand:
         return self.mem_mib if self.move is None else self.move.transferred_mib
 
 
-@dataclass(frozen=True)
-class ForecastWithMoves(Forecast):
-    """A forecast plus each VM's predicted live migration at its forecast dirty rate (the plan stage's,
-    with the learned correction when configured). Being a Forecast it reaches `demand_of` in every
-    cluster's planning process untouched; its fingerprint is the forecast's, the moves being derived."""
-
-    moves: Mapping[str, MigrationPrediction] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, forecast: Forecast, moves: Mapping[str, MigrationPrediction]) -> ForecastWithMoves:
-        return cls(**{f.name: getattr(forecast, f.name) for f in fields(Forecast)}, moves=moves)
-
-
-def demand_of(cluster: Cluster, forecast: Forecast) -> dict[str, VMDemand]:
+def demand_of(
+    cluster: Cluster, forecast: Forecast, moves: Mapping[str, MigrationPrediction] | None = None
+) -> dict[str, VMDemand]:
+    """`moves`: each VM's predicted live migration at its forecast dirty rate (predict_moves)."""
     forecast.check_covers(cluster)
-    moves = forecast.moves if isinstance(forecast, ForecastWithMoves) else {}
+    moves = moves or {}
     out = {}
     for vm in cluster.vms:
         f = forecast.vms[vm.name]

@@ -13,10 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from advisor.config import PlanSettings
 from advisor.core import Bounds, Cluster, Forecast, Plan, PlanFigures, PlanStatus, Rules
 from advisor.errors import InputError
+from advisor.migration.predict import MigrationPrediction
 from advisor.optimize.demand import JointHistory
 from advisor.optimize.plan import plan_cluster
 
@@ -112,8 +114,9 @@ def _plan_part(
     settings: PlanSettings,
     moved_at: Mapping[str, datetime],
     history: JointHistory | None,
+    moves: Mapping[str, MigrationPrediction],
 ) -> Plan:
-    return plan_cluster(part[0], part[1], settings, moved_at=moved_at, history=history)
+    return plan_cluster(part[0], part[1], settings, moved_at=moved_at, history=history, moves=moves)
 
 
 def plan_fleet(
@@ -123,35 +126,33 @@ def plan_fleet(
     progress: Callable[[str], None] | None = None,
     moved_at: Mapping[str, datetime] | None = None,
     history: JointHistory | None = None,
+    moves: Mapping[str, MigrationPrediction] | None = None,
 ) -> Plan:
     """plan_cluster for each cluster of the inventory, `settings.parallel_clusters` at a time.
     `moved_at`: when VMs last moved (anti-ping-pong); `history`: the VMs' joint CPU history (peak model
-    joint)."""
+    joint); `moves`: each VM's predicted live migration (move cost, live or held)."""
     started = time.perf_counter()
     forecast.check_covers(cluster)
     parts = split_by_cluster(cluster, forecast)
     if len(parts) == 1:
-        return plan_cluster(cluster, forecast, settings, progress, moved_at, history)
+        return plan_cluster(cluster, forecast, settings, progress, moved_at, history, moves)
     if progress:
         progress(f"{len(parts)} clusters, {min(settings.parallel_clusters, len(parts))} at a time")
     recent = [{vm: t for vm, t in (moved_at or {}).items() if vm in f.vms} for _, f in parts]
     histories = [None if history is None else history.subset(f.vms) for _, f in parts]
+    predicted = [{vm: p for vm, p in (moves or {}).items() if vm in f.vms} for _, f in parts]
+    work = list(zip(parts, [settings] * len(parts), recent, histories, predicted, strict=True))
     if settings.engine == "ray":
-        plans = _on_ray(parts, settings, recent, histories)
+        plans = _on_ray(work, settings.workers)
     elif settings.parallel_clusters == 1:
-        plans = [_plan_part(p, settings, m, h) for p, m, h in zip(parts, recent, histories, strict=True)]
+        plans = [_plan_part(*args) for args in work]
     else:
         with ProcessPoolExecutor(max_workers=min(settings.parallel_clusters, len(parts))) as pool:
-            plans = list(pool.map(_plan_part, parts, [settings] * len(parts), recent, histories))
+            plans = list(pool.map(_plan_part, *zip(*work, strict=True)))
     return merge_plans(cluster, forecast, plans, time.perf_counter() - started)
 
 
-def _on_ray(
-    parts: Sequence[tuple[Cluster, Forecast]],
-    settings: PlanSettings,
-    recent: Sequence[Mapping[str, datetime]],
-    histories: Sequence[JointHistory | None],
-) -> list[Plan]:
+def _on_ray(work: Sequence[tuple[Any, ...]], workers: int) -> list[Plan]:
     """One Ray task per cluster, asking for the CPUs its CP-SAT workers use; on the Ray cluster that
     RAY_ADDRESS names, else on a local Ray started (and stopped) here."""
     try:
@@ -165,8 +166,7 @@ def _on_ray(
     if started:
         ray.init(logging_level=logging.ERROR, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=settings.workers)(_plan_part)
-        work = zip(parts, [settings] * len(parts), recent, histories, strict=True)
+        task = ray.remote(num_cpus=workers)(_plan_part)
         return list(ray.get([task.remote(*args) for args in work]))
     finally:
         if started:

@@ -14,6 +14,7 @@ from typing import Any
 
 from advisor.config import PlanSettings
 from advisor.core import Cluster, Forecast, Plan
+from advisor.migration.predict import MigrationPrediction
 from advisor.optimize.demand import JointHistory
 from advisor.optimize.fleet import plan_fleet
 
@@ -72,6 +73,7 @@ def pareto_sweep(
     progress: Callable[[str], None] | None = None,
     moved_at: Mapping[str, datetime] | None = None,
     history: JointHistory | None = None,
+    moves: Mapping[str, MigrationPrediction] | None = None,
 ) -> list[ParetoPoint]:
     """`plan` (made under `settings`) and one plan per cap in `settings.pareto_caps`, each with
     `settings.pareto_time_limit_s` of CP-SAT. Forced moves (maintenance, rules, overload) are made under
@@ -84,7 +86,7 @@ def pareto_sweep(
         capped = settings.model_copy(
             update={"migration_cap": cap, "time_limit_s": settings.pareto_time_limit_s}
         )
-        point = plan_fleet(cluster, forecast, capped, moved_at=moved_at, history=history)
+        point = plan_fleet(cluster, forecast, capped, moved_at=moved_at, history=history, moves=moves)
         points.append(point_of(cluster, point, cap))
     main = points[0]
     points.sort(key=lambda p: (p.migration_cap, p is not main))

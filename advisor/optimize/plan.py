@@ -10,6 +10,7 @@ from datetime import datetime
 
 from advisor.config import PlanSettings
 from advisor.core import Cluster, Forecast, HostState, MigrationReason, Plan, PlanStatus
+from advisor.migration.predict import MigrationPrediction
 from advisor.optimize.bounds import lower_bounds
 from advisor.optimize.cpsat import SKIPPED, solve_cpsat
 from advisor.optimize.demand import JointHistory
@@ -32,18 +33,20 @@ def plan_cluster(
     progress: Callable[[str], None] | None = None,
     moved_at: Mapping[str, datetime] | None = None,
     history: JointHistory | None = None,
+    moves: Mapping[str, MigrationPrediction] | None = None,
 ) -> Plan:
     """Heuristic warm starts, the host-emptying search (goal consolidate; from the forced moves, and
     from the candidate drawing least power when that is not the best), CP-SAT, then the wave
     sequencer. The best placement (by the planning objective) that can be sequenced safely wins; when
     none exists the plan is infeasible, keeps every VM where it is and names the VMs to blame. Never
     raises for an infeasible cluster. `moved_at`: when VMs last moved (anti-ping-pong, see problem.py);
-    `history`: the VMs' joint CPU history, needed by `settings.peak_model = "joint"`."""
+    `history`: the VMs' joint CPU history, needed by `settings.peak_model = "joint"`; `moves`: each VM's
+    predicted live migration (see build_problem)."""
     say = progress or (lambda _stage: None)
     started = time.perf_counter()
     forecast.check_covers(cluster)
     say("model")
-    problem = build_problem(cluster, forecast, settings, moved_at, history)
+    problem = build_problem(cluster, forecast, settings, moved_at, history, moves)
     joint = history if settings.peak_model == "joint" else None
     say("bounds")
     current = cluster.placement

@@ -32,6 +32,7 @@ from advisor.config import PlanSettings
 from advisor.core import VM, Cluster, Forecast, Host, HostState, MigrationReason
 from advisor.errors import InputError
 from advisor.migration.live_window import cannot_move_live
+from advisor.migration.predict import MigrationPrediction
 from advisor.optimize.demand import JointHistory, VMDemand, demand_of, peak_index
 from advisor.optimize.power import PowerTable
 
@@ -307,11 +308,13 @@ def build_problem(
     settings: PlanSettings,
     moved_at: Mapping[str, datetime] | None = None,
     history: JointHistory | None = None,
+    moves: Mapping[str, MigrationPrediction] | None = None,
 ) -> Problem:
     """`moved_at`: when VMs last moved (a previous plan's or the journal's record): a VM moved less than
     `settings.sticky_h` before the forecast stays on its host unless it must move. `history`: the VMs'
-    joint CPU history, which `settings.peak_model = "joint"` needs."""
-    demand = demand_of(cluster, forecast)
+    joint CPU history, which `settings.peak_model = "joint"` needs. `moves`: each VM's predicted live
+    migration (the move cost, and whether it can move live now; see demand.py)."""
+    demand = demand_of(cluster, forecast, moves)
     if settings.peak_model == "joint" and history is None:
         raise InputError(
             'plan.peak_model = "joint" needs the VMs\' metrics history (run `advisor collect`), or use "sum"'
