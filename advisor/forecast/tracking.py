@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,26 +65,34 @@ def artifact_location(tracking_uri: str) -> str | None:
 
 
 @contextmanager
-def store(settings: ForecastSettings) -> Iterator[None]:
-    """MLflow calls against `settings.tracking_uri`; an unreachable or unusable store becomes a one-line
-    AdvisorError naming the config key (a configuration problem, not a crash)."""
+def store_at(tracking_uri: str, named_by: str) -> Iterator[None]:
+    """MLflow calls against `tracking_uri`; an unreachable or unusable store becomes a one-line
+    AdvisorError naming where the URI came from (a configuration problem, not a crash)."""
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
     try:
         yield
     except (MlflowException, OSError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise AdvisorError(f"MLflow at {settings.tracking_uri} (forecast.tracking_uri): {first}") from None
+        raise AdvisorError(f"MLflow at {tracking_uri} ({named_by}): {first}") from None
     finally:
         mlflow.set_tracking_uri(previous)
 
 
-def _experiment_id(settings: ForecastSettings) -> str:
-    found = mlflow.get_experiment_by_name(settings.experiment)
+def store(settings: ForecastSettings) -> AbstractContextManager[None]:
+    return store_at(settings.tracking_uri, "forecast.tracking_uri")
+
+
+def experiment_id(experiment: str, tracking_uri: str) -> str:
+    """The experiment's id in the current store, created (artifacts beside a SQLite store) if new."""
+    found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return str(found.experiment_id)
-    location = artifact_location(settings.tracking_uri)
-    return mlflow.create_experiment(settings.experiment, artifact_location=location)
+    return mlflow.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+
+
+def _experiment_id(settings: ForecastSettings) -> str:
+    return experiment_id(settings.experiment, settings.tracking_uri)
 
 
 def log_training(

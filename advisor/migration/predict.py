@@ -115,19 +115,9 @@ def predict_migration(
             }
         ]
     )
-    r = predict_migrations(row, correction, deadline_factor, deadline_slack_s).iloc[0]
-    return MigrationPrediction(
-        total_time_s=float(r["total_time_s"]),
-        downtime_ms=float(r["downtime_ms"]),
-        transferred_mib=float(r["transferred_mib"]),
-        iterations=int(r["iterations"]),
-        converges=bool(r["converges"]),
-        converge_probability=float(r["converge_probability"]),
-        downtime_within_limit=bool(r["downtime_within_limit"]),
-        deadline_s=float(r["deadline_s"]),
-        abort_s=float(r["abort_s"]),
-        learned=correction is not None,
-    )
+    return _as_predictions(
+        predict_migrations(row, correction, deadline_factor, deadline_slack_s), correction
+    )[0]
 
 
 def predict_moves(
@@ -151,35 +141,12 @@ def predict_moves(
             "xbzrle": False,
         }
     )
-    out = predict_migrations(frame, correction)
-    learned = correction is not None
-    return {
-        n: MigrationPrediction(
-            total_time_s=float(t),
-            downtime_ms=float(d),
-            transferred_mib=float(b),
-            iterations=int(i),
-            converges=bool(c),
-            converge_probability=float(p),
-            downtime_within_limit=bool(w),
-            deadline_s=float(sd),
-            abort_s=float(a),
-            learned=learned,
-        )
-        for n, t, d, b, i, c, p, w, sd, a in zip(
-            names,
-            out["total_time_s"],
-            out["downtime_ms"],
-            out["transferred_mib"],
-            out["iterations"],
-            out["converges"],
-            out["converge_probability"],
-            out["downtime_within_limit"],
-            out["deadline_s"],
-            out["abort_s"],
-            strict=True,
-        )
-    }
+    return dict(zip(names, _as_predictions(predict_migrations(frame, correction), correction), strict=True))
+
+
+def _as_predictions(out: pd.DataFrame, correction: MigrationCorrection | None) -> list[MigrationPrediction]:
+    """predict_migrations' rows as MigrationPredictions (plain Python numbers)."""
+    return [MigrationPrediction(**row, learned=correction is not None) for row in out.to_dict("records")]
 
 
 def max_live_dirty_mibps(

@@ -4,18 +4,15 @@ and the model itself (sklearn flavour, skops format), as the forecasters are rec
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import mlflow
 import mlflow.sklearn
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
-from advisor.errors import AdvisorError
-from advisor.forecast.tracking import PIP_REQUIREMENTS, artifact_location
+from advisor.forecast.tracking import PIP_REQUIREMENTS, experiment_id, store_at
 from advisor.migration.measured import INPUT_COLUMNS
 from advisor.migration.model import MigrationCorrection
 
@@ -36,16 +33,6 @@ TRUSTED_TYPES = [
 ]
 
 
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
 def log_correction(
     model: MigrationCorrection,
     tracking_uri: str,
@@ -56,26 +43,20 @@ def log_correction(
 ) -> str:
     """Record `model` as one run of `experiment`; `sample` (a few input rows) gives its signature,
     `params` adds data facts (files, rows). Returns the run id."""
-    try:
-        with _tracking_uri(tracking_uri):
-            found = mlflow.get_experiment_by_name(experiment)
-            experiment_id = (
-                found.experiment_id
-                if found is not None
-                else mlflow.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
-            )
-            with mlflow.start_run(experiment_id=experiment_id, nested=mlflow.active_run() is not None) as run:
-                mlflow.log_params({**model.get_params(), "n_train": model.n_train_, **params})
-                mlflow.log_metrics(dict(metrics))
-                X = sample[list(INPUT_COLUMNS)]
-                mlflow.sklearn.log_model(
-                    model,
-                    name=MODEL_NAME,
-                    signature=infer_signature(X, model.predict(X)),
-                    pip_requirements=PIP_REQUIREMENTS,
-                    skops_trusted_types=TRUSTED_TYPES,
-                )
-                return str(run.info.run_id)
-    except (MlflowException, OSError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise AdvisorError(f"MLflow at {tracking_uri}: {first}") from None
+    with (
+        store_at(tracking_uri, "the migration model's tracking URI"),
+        mlflow.start_run(
+            experiment_id=experiment_id(experiment, tracking_uri), nested=mlflow.active_run() is not None
+        ) as run,
+    ):
+        mlflow.log_params({**model.get_params(), "n_train": model.n_train_, **params})
+        mlflow.log_metrics(dict(metrics))
+        X = sample[list(INPUT_COLUMNS)]
+        mlflow.sklearn.log_model(
+            model,
+            name=MODEL_NAME,
+            signature=infer_signature(X, model.predict(X)),
+            pip_requirements=PIP_REQUIREMENTS,
+            skops_trusted_types=TRUSTED_TYPES,
+        )
+        return str(run.info.run_id)
