@@ -41,8 +41,8 @@ from advisor.collect.traces import (
     TABLE_REQUIRED,
     bitbrains_rows,
     bitbrains_vms,
+    covered_inventory,
     need_paths,
-    sources,
     table_sizes,
     vcpus_column,
 )
@@ -223,14 +223,7 @@ class _Table(_Source):
         self, sizes: pd.DataFrame, settings: CollectSettings, power: PowerSettings, say: Progress
     ) -> Cluster:
         if self.inventory:
-            seen = set(sizes["vm"])
-            missing = [v.name for v in self.inventory.vms if v.name not in seen]
-            if missing:
-                listed = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-                raise InputError(
-                    f"{sources(self.paths)}: no metrics for {len(missing)} inventory VM(s): {listed}"
-                )
-            return self.inventory
+            return covered_inventory(self.inventory, set(sizes["vm"]), self.paths)
         say("placing VMs")
         name = Path(self.paths[0]).name.split(".")[0] or "trace"
         return build_cluster(name, sizes, settings.trace, power)

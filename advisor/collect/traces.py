@@ -371,7 +371,11 @@ def _match_inventory(data: pd.DataFrame, inventory: Cluster, paths: Sequence[str
         raise InputError(
             f"{r['file']}: row {r['row']}: VM {r['vm']} is not in the inventory (cluster {inventory.name})"
         )
-    seen = set(data["vm"])
+    return covered_inventory(inventory, set(data["vm"]), paths)
+
+
+def covered_inventory(inventory: Cluster, seen: set[str], paths: Sequence[str]) -> Cluster:
+    """The inventory, or an InputError naming its VMs that have no metrics in the files."""
     missing = [v.name for v in inventory.vms if v.name not in seen]
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
