@@ -64,13 +64,18 @@ def prometheus(data_dir: Path, timeout_s: float = 60.0) -> Iterator[str]:
         _wait_ready(url, proc, timeout_s, Path(log.name))
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a server started by a test; kill it if it does not go within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> None:

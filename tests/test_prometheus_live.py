@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from promtest import INSTALL_HINT, PROMETHEUS, free_port, missing_binaries
+from promtest import INSTALL_HINT, PROMETHEUS, free_port, missing_binaries, stop
 
 from advisor.collect.prometheus import load_prometheus
 from advisor.config import LibvirtSettings, PowerSettings, PrometheusSettings
@@ -44,12 +44,7 @@ def _running(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop(proc)
 
 
 def _query(url: str, promql: str) -> list[dict]:
