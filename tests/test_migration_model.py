@@ -30,8 +30,7 @@ from advisor.migration import (
     read_measured,
 )
 from advisor.migration.measured import INPUT_COLUMNS
-from advisor.migration.model import Calibration, analytic_frame
-from advisor.migration.precopy import predict_precopy_batch
+from advisor.migration.precopy import Calibration, analytic_frame, predict_precopy_batch
 from advisor.migration.tracking import log_correction
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "migrations.csv"

@@ -12,15 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from advisor.core import Cluster, Forecast
 from advisor.errors import InputError
-from advisor.migration.model import MigrationCorrection
 from advisor.migration.predict import MigrationPrediction, max_live_dirty_mibps_many
+
+if TYPE_CHECKING:
+    from advisor.migration.model import MigrationCorrection
 
 HOURS = 24
 

@@ -24,9 +24,8 @@ outcomes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -38,10 +37,8 @@ from threadpoolctl import threadpool_limits
 
 from advisor.errors import InputError
 from advisor.migration.measured import INPUT_COLUMNS, abort_deadline_s
-from advisor.migration.precopy import XBZRLE_RATIO, predict_precopy_batch
+from advisor.migration.precopy import Calibration, analytic_frame
 
-# Rounds the analytic model may run before its deadline: QEMU itself has no limit.
-ROUND_LIMIT = 1000
 MIN_CALIBRATION_ROWS = 5  # fewer rows showing a constant: it keeps its default
 
 FEATURES = (
@@ -71,52 +68,6 @@ PREDICTED_COLUMNS = (
     "converge_probability",
     "downtime_within_limit",
 )
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Constants of one machine's migrations; the defaults are the textbook analytic model."""
-
-    overhead_s: float = 0.0  # added to every migration
-    base_mib: float = math.inf  # round 1 sends working set + base_mib + base_share x memory (at most all)
-    base_share: float = 0.0
-    dirty_cpu_share: float = 1.0  # see predict_precopy
-    xbzrle_ratio: float = XBZRLE_RATIO
-    xbzrle_mibps: float = math.inf
-    xbzrle_cold_round: bool = False  # see predict_precopy
-    midround: bool = False  # QEMU's switch-over inside the last round (see predict_precopy)
-    switchover_mibps: float | None = None  # stop-and-copy rate (QEMU lifts the cap); None: the cap
-    downtime_overhead_ms: float = 0.0  # added to every downtime (and total time)
-
-
-def analytic_frame(X: pd.DataFrame, cal: Calibration | None = None) -> pd.DataFrame:
-    """The analytic model on every row of inputs, with the sweep's abort deadline, textbook or
-    calibrated."""
-    c = cal or Calibration()
-    mem, bw = X["mem_mib"].to_numpy(float), X["bandwidth_mibps"].to_numpy(float)
-    ws = X["working_set_mib"].to_numpy(float)
-    out = predict_precopy_batch(
-        mem,
-        X["dirty_mibps"].to_numpy(float),
-        bw,
-        X["max_downtime_ms"].to_numpy(float),
-        ROUND_LIMIT,
-        working_set_mib=ws,
-        resident_mib=np.minimum(ws + c.base_mib + c.base_share * mem, mem),
-        deadline_s=abort_deadline_s(mem, bw),
-        auto_converge=X["auto_converge"].to_numpy(bool),
-        dirty_cpu_share=c.dirty_cpu_share,
-        xbzrle=X["xbzrle"].to_numpy(bool),
-        xbzrle_ratio=c.xbzrle_ratio,
-        xbzrle_mibps=c.xbzrle_mibps,
-        xbzrle_cold_round=c.xbzrle_cold_round,
-        midround=c.midround,
-        switchover_mibps=c.switchover_mibps,
-    )
-    frame = pd.DataFrame(out, index=X.index)
-    frame["downtime_ms"] += c.downtime_overhead_ms
-    frame["total_time_s"] += c.overhead_s + c.downtime_overhead_ms / 1000.0
-    return frame
 
 
 def calibration_loss(X: pd.DataFrame, y: pd.DataFrame, cal: Calibration) -> float:

@@ -18,13 +18,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from advisor.errors import InputError
 from advisor.migration.measured import INPUT_COLUMNS, abort_deadline_s, read_measured
-from advisor.migration.model import MigrationCorrection, analytic_frame
+from advisor.migration.precopy import analytic_frame
+
+if TYPE_CHECKING:  # fitting and applying it need scikit-learn: imported when a correction is fitted
+    from advisor.migration.model import MigrationCorrection
 
 DEADLINE_FACTOR = 1.5  # as [apply] deadline_factor
 DEADLINE_SLACK_S = 10.0  # as [apply] deadline_slack_s
@@ -232,5 +236,7 @@ def configured_correction(measurements: str) -> MigrationCorrection | None:
 
 @lru_cache(maxsize=4)
 def _fit_cached(path: str, stamp: int, random_state: int) -> MigrationCorrection:
+    from advisor.migration.model import MigrationCorrection
+
     data = read_measured(Path(path))
     return MigrationCorrection(random_state=random_state).fit(data[list(INPUT_COLUMNS)], data)

@@ -23,7 +23,7 @@ MODEL_NAME = "migration_correction"
 
 # What skops may load back beyond plain sklearn/numpy types.
 TRUSTED_TYPES = [
-    "advisor.migration.model.Calibration",
+    "advisor.migration.precopy.Calibration",
     "advisor.migration.model.MigrationCorrection",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
