@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -163,8 +163,17 @@ def migrate_begins(journal_path: Path, run_id: int = 1) -> dict[int, int]:
         journal.close()
 
 
-def wait_for_step(journal_path: Path, idx: int, step: str, timeout_s: float = 120.0) -> None:
-    """Until migration `idx` of run 1 has begun `step` (read from the journal, as any observer could)."""
+def wait_for_step(
+    journal_path: Path,
+    idx: int,
+    step: str,
+    ended: Callable[[], str | None],
+    timeout_s: float = 120.0,
+) -> None:
+    """Until migration `idx` of run 1 has begun `step` (read from the journal, as any observer could).
+
+    `ended` says how the apply doing the work ended (None while it runs): if it ends before the step
+    begins, the wait fails at once with that, instead of timing out with nothing to go on."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if journal_path.exists():
@@ -176,5 +185,20 @@ def wait_for_step(journal_path: Path, idx: int, step: str, timeout_s: float = 12
                 pass
             finally:
                 journal.close()
+        how = ended()
+        if how is not None:
+            raise AssertionError(f"migration {idx} did not begin {step}: the apply ended first ({how})")
         time.sleep(0.2)
-    raise TimeoutError(f"migration {idx} did not begin {step} within {timeout_s:.0f} s")
+    raise TimeoutError(f"migration {idx} did not begin {step} within {timeout_s:.0f} s (the apply runs on)")
+
+
+def process_ended(process: subprocess.Popen[str]) -> Callable[[], str | None]:
+    """`wait_for_step`'s probe for an `advisor` subprocess: its exit code and the end of its stderr."""
+
+    def ended() -> str | None:
+        if process.poll() is None:
+            return None
+        _, stderr = process.communicate()
+        return f"exit {process.returncode}: {stderr[-2000:]}"
+
+    return ended

@@ -14,7 +14,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from applybed import (
     intact,
     migrate_begins,
     other,
+    process_ended,
     wait_for_step,
     write_config,
 )
@@ -76,6 +77,21 @@ def _in_thread(cfg: Config, plan: Plan, journal: Path) -> tuple[threading.Thread
     return thread, out
 
 
+def _ended(thread: threading.Thread, out: dict[str, Any]) -> Callable[[], str | None]:
+    """`wait_for_step`'s probe for an apply in a thread: its error, or the result it returned."""
+
+    def ended() -> str | None:
+        if thread.is_alive():
+            return None
+        if "error" in out:
+            return f"raised {out['error']!r}"
+        result: ApplyResult = out["result"]
+        moves = [(m.vm, m.state) for m in result.migrations]
+        return f"status {result.status}, migrations {moves}, problems {result.problems}"
+
+    return ended
+
+
 def _finished(thread: threading.Thread, out: dict[str, Any], timeout_s: float = 180) -> ApplyResult:
     thread.join(timeout_s)
     assert not thread.is_alive(), "the apply did not end"
@@ -121,7 +137,7 @@ def test_destination_daemon_killed_mid_migration(guests: Bed, tmp_path: Path) ->
     plan = bed_plan(cfg, [("calm", NAMES[dst], 0)])
     journal = tmp_path / "journal.sqlite"
     thread, out = _in_thread(cfg, plan, journal)
-    wait_for_step(journal, 0, "migrate-to-uri")
+    wait_for_step(journal, 0, "migrate-to-uri", _ended(thread, out))
     time.sleep(1.5)  # ~24 MiB of ~140 sent
     bed.stop_daemon(dst, signal.SIGKILL)
     try:
@@ -142,7 +158,7 @@ def test_link_cut_mid_migration(guests: Bed, tmp_path: Path) -> None:
     plan = bed_plan(cfg, [("calm", NAMES[dst], 0)])
     journal = tmp_path / "journal.sqlite"
     thread, out = _in_thread(cfg, plan, journal)
-    wait_for_step(journal, 0, "migrate-to-uri")
+    wait_for_step(journal, 0, "migrate-to-uri", _ended(thread, out))
     time.sleep(1.5)
     bed.cut_link()
     try:
@@ -217,7 +233,7 @@ def test_advisor_killed_mid_plan_then_resumed_repeats_no_migration(guests: Bed, 
 
     first = advisor("apply", "-c", str(cfg_file), "-o", str(tmp_path))
     try:
-        wait_for_step(journal, 1, "migrate-to-uri")
+        wait_for_step(journal, 1, "migrate-to-uri", process_ended(first))
         dom = bed.connect(other(start)).lookupByName("calm")  # wave 1's source
         while dom.jobStats().get("memory_iteration", 0) < 1:  # copying (a speed set earlier is overridden)
             time.sleep(0.1)
@@ -233,7 +249,7 @@ def test_advisor_killed_mid_plan_then_resumed_repeats_no_migration(guests: Bed, 
 
     resumed = advisor("apply", "--resume", "-c", str(cfg_file), "-o", str(tmp_path))
     try:
-        wait_for_step(journal, 1, "reconcile-job")
+        wait_for_step(journal, 1, "reconcile-job", process_ended(resumed))
     finally:
         dom.migrateSetMaxSpeed(32, 0)  # let the job finish while the resumed advisor waits for it
     stdout, stderr = resumed.communicate(timeout=240)
