@@ -145,6 +145,6 @@ def test_budget_bounds_sit_between_the_plain_bound_and_plans_moving_as_few(seed:
         previous = bound
     best = objective_bound_w(problem)
     assert best is not None
-    for result in (*(h(problem) for h in HEURISTICS["consolidate"]), evacuate(problem, None, math.inf)):
-        if result is not None and all(h >= 0 for h in result.assign):
-            assert best <= problem.objective(result.assign) + 1e-6
+    for candidate in (*(h(problem) for h in HEURISTICS["consolidate"]), evacuate(problem, None, math.inf)):
+        if candidate is not None and all(h >= 0 for h in candidate.assign):
+            assert best <= problem.objective(candidate.assign) + 1e-6

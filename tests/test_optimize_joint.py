@@ -106,7 +106,7 @@ def test_every_host_of_a_joint_plan_holds_its_summed_history(seed: int) -> None:
 
 def waves_hold(cluster: Cluster, plan, history) -> bool:  # noqa: ANN001
     """Every wave, with its VMs on both hosts, keeps each host within headroom or its starting peak."""
-    where = {vm: (h,) for vm, h in cluster.placement.items()}
+    where: dict[str, tuple[str, ...]] = {vm: (h,) for vm, h in cluster.placement.items()}
 
     def peaks() -> dict[str, float]:
         return {h.name: history.peak([vm for vm, hs in where.items() if h.name in hs]) for h in cluster.hosts}
