@@ -30,7 +30,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +44,11 @@ from advisor.forecast.backtest import FORECASTERS, scored_blocks
 from advisor.forecast.horizons import (
     HISTORY_DAYS,
     HORIZONS_S,
+    PARTNER_OF,
     HorizonForecaster,
     MetricGrid,
     MovingAverageBaseline,
+    Partner,
     forecast_latest,
     horizon_rows,
     metric_grid,
@@ -118,6 +120,26 @@ def planetlab_metrics(paths: Sequence[str], vms: int | None) -> pd.DataFrame:
     return validate_metrics(pd.concat(frames, ignore_index=True), ", ".join(paths))
 
 
+def learning_grids(
+    metrics: pd.DataFrame, targets: Mapping[str, Target], original: Callable[[str], str] = str
+) -> dict[str, MetricGrid]:
+    """Each target's grid in the unit it learns in (`original` maps a grid VM to the VM its factor is
+    listed under)."""
+    grids = {}
+    for name, target in targets.items():
+        grid = metric_grid(metrics, target.column)
+        grids[name] = rescaled(grid, factors_of(target.learn, [original(v) for v in grid.vms]))
+    return grids
+
+
+def partner_of(
+    name: str, targets: Mapping[str, Target], grids: Mapping[str, MetricGrid], floors: Mapping[str, float]
+) -> Partner | None:
+    """The other target's grid as the partner of `name` (CPU for memory and back), None without one."""
+    other = next((n for n, t in targets.items() if t.column == PARTNER_OF.get(targets[name].column)), None)
+    return None if other is None else Partner(grids[other], floors[other])
+
+
 def say(text: str, log: bool) -> None:
     if log:
         print(text, file=sys.stderr)
@@ -132,6 +154,7 @@ def score(
     floor: float,
     units: Mapping[str, np.ndarray],
     test_every: int = 1,
+    partner: Partner | None = None,
 ) -> dict[str, dict[str, float]]:
     """{unit: {"<forecaster>_mae": MAE in that unit, "coverage": P95 coverage, "rows": n}} over every
     VM at the origins first_test, first_test + test_every, ... whose target is observed. `units` maps
@@ -139,7 +162,7 @@ def score(
     origins = np.arange(first_test, len(grid.times), test_every)
     err = {u: dict.fromkeys(FORECASTERS, 0.0) for u in units}
     covered, n = 0.0, 0
-    for block, rows, keep in scored_blocks(grid, horizon, origins, floor):
+    for block, rows, keep in scored_blocks(grid, horizon, origins, floor, partner):
         X, y = rows.X[keep], rows.target[keep]
         q = model.predict_quantiles(X)
         forecasts = {
@@ -171,9 +194,11 @@ def evaluate(
     test_every: int = 1,
     params: Mapping[str, Any] | None = None,
     log: bool = False,
+    fit: Sequence[str] | None = None,
 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, HorizonForecaster]], dict[str, float]]:
     """({unit: {horizon: figures}}, the fitted models and the training floors per target) on the time
-    split after `train_days` from the first sample."""
+    split after `train_days` from the first sample, for the targets in `fit` (default: all; the others
+    still serve as partners)."""
     split = metrics["ts"].min() + pd.Timedelta(days=train_days)
     out: dict[str, dict[str, dict[str, float]]] = {}
     models: dict[str, dict[str, HorizonForecaster]] = {}
@@ -181,24 +206,26 @@ def evaluate(
     # wall and CPU seconds: the fits run on one thread, so on a shared machine the CPU seconds estimate
     # the wall time the training would take alone
     fit_total = fit_cpu = 0.0
-    for name, target in targets.items():
-        t0, c0 = time.perf_counter(), time.process_time()
-        grid = metric_grid(metrics, target.column)
+    t0, c0 = time.perf_counter(), time.process_time()
+    grids = learning_grids(metrics, targets)
+    times = next(iter(grids.values())).times
+    first_test = int(times.searchsorted(split, side="left"))
+    if first_test >= len(times) - 1 or first_test < 1:
+        raise InputError(f"--train-days {train_days:g}: leaves no training or no test data")
+    floors.update({name: scale_floor(grid, first_test) for name, grid in grids.items()})
+    fit_total += time.perf_counter() - t0
+    fit_cpu += time.process_time() - c0
+    for name in fit or targets:
+        target, grid, floor = targets[name], grids[name], floors[name]
+        partner = partner_of(name, targets, grids, floors)
         learn = factors_of(target.learn, grid.vms)
-        grid = rescaled(grid, learn)
-        first_test = int(grid.times.searchsorted(split, side="left"))
-        if first_test >= len(grid.times) - 1 or first_test < 1:
-            raise InputError(f"--train-days {train_days:g}: leaves no training or no test data")
-        floor = floors[name] = scale_floor(grid, first_test)
         units = {u: factors_of(f, grid.vms) / learn for u, f in target.units.items()}
-        fit_total += time.perf_counter() - t0
-        fit_cpu += time.process_time() - c0
         models[name] = {}
         for horizon in horizons:
             t0, c0 = time.perf_counter(), time.process_time()
             ahead = grid.steps(HORIZONS_S[horizon])
             pairs = sample_pairs(len(grid.vms), np.arange(0, max(first_test - ahead, 0)), train_rows)
-            train = horizon_rows(grid, horizon, *pairs, floor)
+            train = horizon_rows(grid, horizon, *pairs, floor, partner)
             ok = np.isfinite(train.target) & np.isfinite(train.naive)
             try:
                 model = HorizonForecaster(horizon=horizon, **dict(params or {}))
@@ -212,7 +239,7 @@ def evaluate(
             fit_total += fit_s
             fit_cpu += time.process_time() - c0
             t0 = time.perf_counter()
-            figures = score(grid, horizon, first_test, model, moving, floor, units, test_every)
+            figures = score(grid, horizon, first_test, model, moving, floor, units, test_every, partner)
             models[name][horizon] = model
             v = model.validation_
             for unit, f in figures.items():
@@ -266,15 +293,15 @@ def time_forecast(
     fleet = pd.concat(frames, ignore_index=True)
     fleet["vm"] = fleet["vm"].astype("category")
     t0 = time.perf_counter()
-    grids = {}
-    for name, target in targets.items():
-        grid = metric_grid(fleet, target.column)
-        grids[name] = rescaled(grid, factors_of(target.learn, [v.rsplit("#", 1)[0] for v in grid.vms]))
+    grids = learning_grids(fleet, targets, original=lambda v: v.rsplit("#", 1)[0])
     t1 = time.perf_counter()
-    forecasts = [forecast_latest(models[name], grids[name], floors[name]) for name in targets]
+    forecasts = [
+        forecast_latest(models[name], grids[name], floors[name], partner_of(name, targets, grids, floors))
+        for name in models
+    ]
     t2 = time.perf_counter()
     assert all(
-        len(f) == fleet["vm"].nunique() * len(models[n]) for f, n in zip(forecasts, targets, strict=True)
+        len(f) == fleet["vm"].nunique() * len(models[n]) for f, n in zip(forecasts, models, strict=True)
     )
     return {
         "vms": float(fleet["vm"].nunique()),
@@ -321,11 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         params |= dict(parse_param(t) for t in args.param)
         t0 = time.perf_counter()
         metrics, targets = load_traces(args.trace, args.vms, args.cpu_learn)
-        if args.targets is not None:
-            chosen = args.targets.split(",")
-            if not set(chosen) <= set(targets):
-                raise InputError(f"--targets: give some of {', '.join(targets)}, got {args.targets}")
-            targets = {name: targets[name] for name in chosen}
+        chosen = None if args.targets is None else args.targets.split(",")
+        if chosen is not None and not set(chosen) <= set(targets):
+            raise InputError(f"--targets: give some of {', '.join(targets)}, got {args.targets}")
         if args.end_days is not None:
             metrics = metrics[metrics["ts"] < metrics["ts"].min() + pd.Timedelta(days=args.end_days)]
         say(f"read {len(metrics):,} samples in {time.perf_counter() - t0:.1f} s", not args.json)
@@ -338,12 +363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.test_every,
             params,
             not args.json,
+            chosen,
         )
         if args.forecast_vms:
             timing = time_forecast(metrics, targets, models, floors, args.forecast_vms)
             print(
                 f"forecast of {timing['vms']:,.0f} VMs ({timing['rows']:,.0f} samples, "
-                f"{len(targets)} model(s) x {len(horizons)} horizons): grid {timing['grid_s']:.1f} s "
+                f"{len(models)} model(s) x {len(horizons)} horizons): grid {timing['grid_s']:.1f} s "
                 f"+ features and models {timing['forecast_s']:.1f} s",
                 file=sys.stderr,
             )

@@ -20,9 +20,11 @@ from advisor.forecast.dirtyrate import DirtyRateForecaster, dirty_grid, fit_dirt
 from advisor.forecast.horizons import (
     HORIZONS_S,
     HorizonForecaster,
+    MeanForecaster,
     MetricGrid,
     MovingAverageBaseline,
     NaiveBaseline,
+    Partner,
     SeasonalNaiveBaseline,
     _gathered,
     _rolling,
@@ -287,6 +289,81 @@ def test_forecast_latest_gives_every_vm_each_horizon() -> None:
     assert (out["upper"] >= out["p50"]).all() and np.isfinite(out["p50"]).all()
     last = latest_rows(grid, "1h", 0.01)
     assert (last.origin == len(grid.times) - 1).all()
+
+
+def leader_and_follower(n_vm: int, days: int, seed: int = 3) -> pd.DataFrame:
+    """Metrics where memory rises at random times and CPU follows it exactly an hour later, for as long:
+    from its own history CPU's rise is a surprise, from memory's it is not."""
+    rng = np.random.default_rng(seed)
+    n_t = days * DAY
+    mem = np.full((n_vm, n_t), 1000.0)
+    cpu = np.full((n_vm, n_t), 0.5)
+    for vm in range(n_vm):
+        t = int(rng.integers(0, 60))
+        while t < n_t:
+            busy = int(rng.integers(12, 48))
+            mem[vm, t : t + busy] = 3000.0
+            cpu[vm, t + 12 : t + 12 + busy] = 3.0
+            t += busy + 12 + int(rng.integers(12, 72))
+    df = frame(cpu + rng.normal(0, 0.02, cpu.shape))
+    df["mem_mib"] = (mem + rng.normal(0, 5, mem.shape)).reshape(-1)
+    return df
+
+
+def test_a_partner_metric_that_leads_makes_the_forecast_better() -> None:
+    metrics = leader_and_follower(12, 6)
+    cpu, mem = metric_grid(metrics, "cpu_cores"), metric_grid(metrics, "mem_mib")
+    partner = Partner(mem, floor=10.0)
+    train_o, test_o = np.arange(DAY, 4 * DAY - 12), np.arange(4 * DAY, 6 * DAY - 12)
+
+    def test_mae(with_partner: Partner | None) -> float:
+        n = len(cpu.vms)
+        train = horizon_rows(cpu, "1h", *sample_pairs(n, train_o, 6000), 0.01, with_partner)
+        ok = np.isfinite(train.target)
+        model = HorizonForecaster(horizon="1h", max_iter=60).fit(train.X[ok], train.target[ok])
+        test = horizon_rows(
+            cpu, "1h", np.repeat(np.arange(n), len(test_o)), np.tile(test_o, n), 0.01, with_partner
+        )
+        return mae(test.target, model.predict(test.X))
+
+    alone, led = test_mae(None), test_mae(partner)
+    assert led < 0.5 * alone, (led, alone)
+
+
+def test_a_partner_must_be_on_the_same_grid_and_a_model_fitted_with_one_needs_it() -> None:
+    metrics = leader_and_follower(4, 3)
+    cpu, mem = metric_grid(metrics, "cpu_cores"), metric_grid(metrics, "mem_mib")
+    short = metric_grid(metrics[metrics["vm"] != "vm3"], "mem_mib")
+    with pytest.raises(ValueError, match="partner"):
+        horizon_rows(cpu, "1h", np.array([0]), np.array([DAY]), 0.01, Partner(short, 10.0))
+    model = fitted(cpu, "1h", 2 * DAY)  # no partner: its rows have no x_* features
+    rows = all_rows(cpu, "1h", np.arange(DAY, 2 * DAY))
+    ok = np.isfinite(rows.target)
+    with_partner = horizon_rows(cpu, "1h", rows.vm, rows.origin, 0.01, Partner(mem, 10.0))
+    assert {c for c in with_partner.X.columns if c.startswith("x_")} == {
+        "x_level",
+        "x_log",
+        "x_d_lag_15m",
+        "x_d_mean_1h",
+        "x_d_max_1h",
+    }
+    led = HorizonForecaster(horizon="1h", max_iter=20).fit(with_partner.X[ok], with_partner.target[ok])
+    with pytest.raises(ValueError, match="partner"):
+        led.predict(rows.X)
+    assert np.isfinite(model.predict(rows.X)).all()
+
+
+def test_bagged_p50_is_the_mean_of_models_fitted_on_different_samples() -> None:
+    grid = grid_of(seasonal_values(8, 5, 0.3))
+    model = fitted(grid, "1h", 4 * DAY, bags=3, max_train_rows=400, refit=False)
+    assert isinstance(model.p50_, MeanForecaster) and len(model.p50_.members) == 3
+    test = all_rows(grid, "1h", np.arange(4 * DAY, 5 * DAY - 12))
+    each = [m.predict(test.X) for m in model.p50_.members]
+    assert not np.allclose(each[0], each[1])  # different samples and seeds
+    learned = ~test.X["vm"].isin(model.naive_vms_).to_numpy()
+    np.testing.assert_allclose(model.predict(test.X)[learned], np.mean(each, axis=0)[learned])
+    with pytest.raises(ValueError, match="bags"):
+        fitted(grid, "1h", 4 * DAY, bags=0)
 
 
 def dirty_frame(values: np.ndarray) -> pd.DataFrame:

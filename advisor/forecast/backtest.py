@@ -21,10 +21,12 @@ import pandas as pd
 from advisor.errors import InputError
 from advisor.forecast.horizons import (
     HORIZONS_S,
+    PARTNER_OF,
     HorizonForecaster,
     HorizonRows,
     MetricGrid,
     MovingAverageBaseline,
+    Partner,
     horizon_rows,
     metric_grid,
     sample_pairs,
@@ -116,9 +118,11 @@ def evaluate_split(
     train_rows: int = 300_000,
     test_every: int = 1,
     seed: int = 0,
+    partner: MetricGrid | None = None,
 ) -> SplitResult:
     """Fit on targets before grid index `first_test`, score every VM at origins first_test, first_test
-    + test_every, ... before `end` (default: the grid end). `params` go to HorizonForecaster."""
+    + test_every, ... before `end` (default: the grid end). `params` go to HorizonForecaster; `partner`
+    is the other metric's grid (see horizons.Partner)."""
     n_t = len(grid.times)
     end = n_t if end is None else min(end, n_t)
     ahead = grid.steps(HORIZONS_S[horizon])
@@ -130,7 +134,9 @@ def evaluate_split(
         )
     t0 = time.perf_counter()
     floor = scale_floor(grid, first_test)
-    train = horizon_rows(grid, horizon, *sample_pairs(len(grid.vms), train_origins, train_rows, seed), floor)
+    other = None if partner is None else Partner(partner, scale_floor(partner, first_test))
+    pairs = sample_pairs(len(grid.vms), train_origins, train_rows, seed)
+    train = horizon_rows(grid, horizon, *pairs, floor, other)
     ok = np.isfinite(train.target) & np.isfinite(train.naive)
     if not ok.any():
         raise InputError(f"backtest: no observed target before the split for the {horizon} horizon")
@@ -143,7 +149,7 @@ def evaluate_split(
     scale = insample_naive_mae(grid, horizon, first_test, seed)
     sums = {f: _Sums() for f in FORECASTERS}
     origins = np.arange(first_test, end, test_every)
-    for _, rows, keep in scored_blocks(grid, horizon, origins, floor):
+    for _, rows, keep in scored_blocks(grid, horizon, origins, floor, other):
         X, y = rows.X[keep], rows.target[keep]
         q = model.predict_quantiles(X)
         sums["model"].add(y, q[0.5], q[model.upper])
@@ -157,21 +163,26 @@ def evaluate_split(
 
 
 def scored_blocks(
-    grid: MetricGrid, horizon: str, origins: np.ndarray, floor: float
+    grid: MetricGrid, horizon: str, origins: np.ndarray, floor: float, partner: Partner | None = None
 ) -> Iterator[tuple[slice, HorizonRows, np.ndarray]]:
     """Every VM's rows at `origins`, VM_BLOCK VMs at a time (bounds memory on long test spans): the
     block's VMs, its rows and which of them have an observed target and naive value. Blocks without
     any are skipped."""
     for start in range(0, len(grid.vms), VM_BLOCK):
         block = slice(start, start + VM_BLOCK)
-        sub = MetricGrid(grid.vms[block], grid.times, grid.step_s, grid.raw[block], grid.filled[block])
+        sub = _vm_block(grid, block)
+        other = None if partner is None else Partner(_vm_block(partner.grid, block), partner.floor)
         n_vm = len(sub.vms)
         rows = horizon_rows(
-            sub, horizon, np.repeat(np.arange(n_vm), len(origins)), np.tile(origins, n_vm), floor
+            sub, horizon, np.repeat(np.arange(n_vm), len(origins)), np.tile(origins, n_vm), floor, other
         )
         keep = np.isfinite(rows.target) & np.isfinite(rows.naive)
         if keep.any():
             yield block, rows, keep
+
+
+def _vm_block(grid: MetricGrid, block: slice) -> MetricGrid:
+    return MetricGrid(grid.vms[block], grid.times, grid.step_s, grid.raw[block], grid.filled[block])
 
 
 def backtest(
@@ -186,15 +197,17 @@ def backtest(
 ) -> pd.DataFrame:
     """Rolling-origin backtest over the last `folds` spans of `test_days` origins (per horizon, ending
     at the last origin whose target is observed): fold k trains on all history before its span (an
-    expanding window) and is scored on it.
+    expanding window) and is scored on it. CPU and memory each have the other as partner
+    (horizons.Partner) when both are backtested.
 
     One row per (metric, horizon, fold, forecaster): columns metric, horizon, fold, test_start,
     forecaster and FIGURES."""
     if folds < 1 or test_days <= 0:
         raise InputError(f"backtest: folds must be >= 1 and test_days > 0, got {folds} and {test_days:g}")
     out = []
-    for name in metric_names:
-        grid = metric_grid(metrics, name)
+    grids = {name: metric_grid(metrics, name) for name in metric_names}
+    for name, grid in grids.items():
+        partner = grids.get(PARTNER_OF.get(name, ""))
         span = grid.steps(test_days * 86400)
         for fold in range(folds):
             for horizon in horizons:
@@ -202,7 +215,15 @@ def backtest(
                 last = len(grid.times) - grid.steps(HORIZONS_S[horizon])
                 first_test = last - (folds - fold) * span
                 result = evaluate_split(
-                    grid, horizon, first_test, first_test + span, params, train_rows, test_every, seed=fold
+                    grid,
+                    horizon,
+                    first_test,
+                    first_test + span,
+                    params,
+                    train_rows,
+                    test_every,
+                    seed=fold,
+                    partner=partner,
                 )
                 frame = result.figures.rename_axis("forecaster").reset_index()
                 frame.insert(0, "test_start", grid.times[max(first_test, 0)])
