@@ -6,6 +6,8 @@ fitted on one measured-migrations CSV and scored on another (both in bench/migra
     .venv/bin/python bench/migration_model.py --train data/migrations.csv \
         --test data/migrations-test.csv data/migrations-test2.csv data/migrations-test3.csv
     .venv/bin/python bench/migration_model.py --train data/migrations.csv --cv 5 --repeats 2
+    .venv/bin/python bench/migration_model.py --train data/migrations-quiet.csv \
+        --test data/migrations-quiet-test.csv --json
 
 Several --test files are scored pooled (the JSON) and one by one (the table). `--cv K` scores grouped
 K-fold cross-validation on --train instead: folds by guest (a run of consecutive rows with the same

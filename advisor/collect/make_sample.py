@@ -39,10 +39,12 @@ Do not edit these files or this README by hand: a test regenerates them and fail
 (60, seed 3) and `migrations-test3.csv` (60, seed 4) were measured by `bench/migrations.py` on the
 two-host test bed (QEMU 10 under TCG): one row per live migration, columns `mem_mib, working_set_mib,
 dirty_mibps, bandwidth_mibps, max_downtime_ms, auto_converge, xbzrle, total_time_s, downtime_ms,
-transferred_mib, iterations, converged` (`migrations-test3.csv` adds `loadavg_1m`, the machine's load
-before each migration, read by no model). Seeds draw different guests, so no guest is in two files: the
-first trains the migration-cost correction (`advisor.migration.fit_correction`), the others test it
-(`bench/migration_model.py`).
+transferred_mib, iterations, converged` (`migrations-test3.csv` and later files add `loadavg_1m`, the
+machine's load before each migration, read by no model). Seeds draw different guests, so no guest is in
+two files: the first trains the migration-cost correction (`advisor.migration.fit_correction`), the
+others test it (`bench/migration_model.py`). `migrations-quiet.csv` (200, seed 5) and
+`migrations-quiet-test.csv` (60, seed 6) are a training and a test sweep run on an otherwise quiet
+machine (the others ran beside other jobs' TCG guests and tests).
 """
 
 
