@@ -4,15 +4,13 @@ vCPUs, the issue's unit, and in cores, from the same forecasts."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from benchscript import bench_script
 
 from advisor.errors import InputError
 
@@ -20,16 +18,6 @@ STEP = 300
 DAY = 288
 START = pd.Timestamp("2024-01-01", tz="UTC")
 CORES = (1, 4, 8)
-
-
-def bench() -> Any:
-    path = Path(__file__).resolve().parents[1] / "bench" / "forecast.py"
-    spec = importlib.util.spec_from_file_location("bench_forecast_units", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_forecast_units"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def cpu_pct(days: int, seed: int = 0) -> np.ndarray:
@@ -56,7 +44,7 @@ def run(
     path: Path, capsys: pytest.CaptureFixture[str], *extra: str
 ) -> dict[str, dict[str, dict[str, float]]]:
     args = ["--trace", f"bitbrains:{path}", "--train-days", "3", "--json", "--train-rows", "3000"]
-    assert bench().main([*args, "--max-iter", "5", *extra]) == 0
+    assert bench_script("forecast").main([*args, "--max-iter", "5", *extra]) == 0
     out: dict[str, dict[str, dict[str, float]]] = json.loads(capsys.readouterr().out)
     return out
 
@@ -93,7 +81,7 @@ def test_end_days_holds_out_what_follows(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_rescaled_grid_multiplies_each_vm() -> None:
-    b = bench()
+    b = bench_script("forecast")
     from advisor.forecast.horizons import MetricGrid
 
     raw = np.array([[1.0, np.nan, 3.0], [2.0, 4.0, 6.0]])
@@ -106,10 +94,10 @@ def test_bad_options_are_one_line_input_errors(tmp_path: Path, capsys: pytest.Ca
     write_bitbrains(tmp_path / "bb.csv.gz", cpu_pct(4))
     base = ["--trace", f"bitbrains:{tmp_path / 'bb.csv.gz'}", "--train-days", "3"]
     for extra in (["--horizons", "2h"], ["--targets", "disk"], ["--param", "=1"]):
-        assert bench().main([*base, *extra]) == 2
+        assert bench_script("forecast").main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {extra[0]}") and err.count("\n") == 1
     with pytest.raises(InputError):
-        bench().parse_param("max_iter")
-    assert bench().parse_param("max_iter=20") == ("max_iter", 20)
-    assert bench().parse_param("target=units") == ("target", "units")
+        bench_script("forecast").parse_param("max_iter")
+    assert bench_script("forecast").parse_param("max_iter=20") == ("max_iter", 20)
+    assert bench_script("forecast").parse_param("target=units") == ("target", "units")

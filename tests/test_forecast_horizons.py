@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from benchscript import bench_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -406,16 +405,6 @@ def test_too_short_a_dirty_history_is_an_input_error() -> None:
 # --- bench/forecast.py ------------------------------------------------------------------------------
 
 
-def bench_module() -> Any:
-    path = Path(__file__).resolve().parents[1] / "bench" / "forecast.py"
-    spec = importlib.util.spec_from_file_location("bench_forecast", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_forecast"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def write_bitbrains(path: Path, n_vm: int, days: int) -> None:
     values = seasonal_values(n_vm, days, 0.3)
     t0 = int(START.timestamp())
@@ -450,7 +439,9 @@ FIGURES = {"model_mae", "naive_mae", "seasonal_naive_mae", "ratio", "p95_coverag
 
 def run_bench(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, dict[str, float]]]:
     assert (
-        bench_module().main([*args, "--train-days", "3", "--json", "--train-rows", "2000", "--max-iter", "5"])
+        bench_script("forecast").main(
+            [*args, "--train-days", "3", "--json", "--train-rows", "2000", "--max-iter", "5"]
+        )
         == 0
     )
     out: dict[str, dict[str, dict[str, float]]] = json.loads(capsys.readouterr().out)
@@ -479,6 +470,6 @@ def test_bench_json_shape_planetlab(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_bench_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert bench_module().main(["--trace", "azure:x.csv", "--train-days", "1"]) == 2
+    assert bench_script("forecast").main(["--trace", "azure:x.csv", "--train-days", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --trace") and err.count("\n") == 1

@@ -4,16 +4,14 @@ migrations, its MLflow record, and the figures the planner and executor read."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import mlflow
 import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
+from benchscript import bench_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -424,18 +422,8 @@ def test_fit_correction_fits_a_file_once_and_again_when_it_changes(
 # -- bench/migration_model.py ----------------------------------------------------------------------------
 
 
-def bench_module() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "migration_model.py"
-    spec = importlib.util.spec_from_file_location("bench_migration_model", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_migration_model"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cross_validation_folds_keep_each_guest_whole(measured: pd.DataFrame) -> None:
-    bench = bench_module()
+    bench = bench_script("migration_model")
     guests = bench.guest_runs(measured)
     # the committed sweep: 40 guests of 5 migrations; two neighbours share memory and working set
     assert len(set(guests)) == 39 and np.all(np.diff(guests) >= 0)
@@ -453,7 +441,7 @@ def test_the_bench_scores_a_perfect_prediction_as_perfect(measured: pd.DataFrame
             "downtime_within_limit": test["converged"] & (test["downtime_ms"] <= test["max_downtime_ms"]),
         }
     )
-    figures, extra = bench_module().score(test, exact, exact)
+    figures, extra = bench_script("migration_model").score(test, exact, exact)
     assert figures["model_p90_ape"] == 0 and figures["converge_accuracy"] == 1
     assert figures["downtime_within_limit_accuracy"] == 1
     assert extra["n_test_over_3s"] + int((test["total_time_s"][test["converged"]] <= 3).sum()) == int(
