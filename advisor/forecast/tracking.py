@@ -55,6 +55,20 @@ TRUSTED_TYPES = [
 ]
 
 
+def log_sklearn_model(
+    model: Any, name: str, X: pd.DataFrame, trusted_types: list[str] = TRUSTED_TYPES
+) -> Any:
+    """Log `model` in MLflow's sklearn flavour (skops-serialised, `trusted_types` allowed on load) with
+    the signature of its predictions on `X`. Returns MLflow's ModelInfo."""
+    return mlflow.sklearn.log_model(
+        model,
+        name=name,
+        signature=infer_signature(X, model.predict(X)),
+        pip_requirements=PIP_REQUIREMENTS,
+        skops_trusted_types=trusted_types,
+    )
+
+
 def artifact_location(tracking_uri: str) -> str | None:
     """Artifacts of a new experiment in a local SQLite store go next to the database (`mlartifacts/`),
     not into whatever directory the command happens to run in; other stores decide for themselves."""
@@ -108,13 +122,7 @@ def log_training(
             opened = time.perf_counter()
             X = sample[list(FEATURES)]
             for target, model in trained.models.items():
-                mlflow.sklearn.log_model(
-                    model,
-                    name=target,
-                    signature=infer_signature(X, model.predict(X)),
-                    pip_requirements=PIP_REQUIREMENTS,
-                    skops_trusted_types=TRUSTED_TYPES,
-                )
+                log_sklearn_model(model, target, X)
             run_id = run.info.run_id
     done = time.perf_counter()
     return {
@@ -156,13 +164,7 @@ def log_forecaster(
             _log_trained(trained, settings, params)
             mlflow.log_metrics(dict(metrics))
             X = sample[list(FEATURES)]
-            info = mlflow.sklearn.log_model(
-                model,
-                name=MODEL_NAME,
-                signature=infer_signature(X, model.predict(X)),
-                pip_requirements=PIP_REQUIREMENTS,
-                skops_trusted_types=TRUSTED_TYPES,
-            )
+            info = log_sklearn_model(model, MODEL_NAME, X)
     return {
         "run_id": run.info.run_id,
         "experiment_id": experiment_id,

@@ -8,11 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import mlflow
-import mlflow.sklearn
 import pandas as pd
-from mlflow.models import infer_signature
 
-from advisor.forecast.tracking import PIP_REQUIREMENTS, experiment_id, store_at
+from advisor.forecast.tracking import experiment_id, log_sklearn_model, store_at
 from advisor.migration.measured import INPUT_COLUMNS
 from advisor.migration.model import MigrationCorrection
 
@@ -52,11 +50,5 @@ def log_correction(
         mlflow.log_params({**model.get_params(), "n_train": model.n_train_, **params})
         mlflow.log_metrics(dict(metrics))
         X = sample[list(INPUT_COLUMNS)]
-        mlflow.sklearn.log_model(
-            model,
-            name=MODEL_NAME,
-            signature=infer_signature(X, model.predict(X)),
-            pip_requirements=PIP_REQUIREMENTS,
-            skops_trusted_types=TRUSTED_TYPES,
-        )
+        log_sklearn_model(model, MODEL_NAME, X, TRUSTED_TYPES)
         return str(run.info.run_id)
