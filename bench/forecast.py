@@ -203,8 +203,9 @@ def evaluate(
     out: dict[str, dict[str, dict[str, float]]] = {}
     models: dict[str, dict[str, HorizonForecaster]] = {}
     floors: dict[str, float] = {}
-    # wall and CPU seconds: the fits run on one thread, so on a shared machine the CPU seconds estimate
-    # the wall time the training would take alone
+    # wall and CPU seconds of this process: with --jobs 1 every fit runs here on one thread, so on a
+    # shared machine the CPU seconds estimate the wall time the training would take alone; with more
+    # jobs the fits run in worker processes and only the wall time on a quiet machine counts
     fit_total = fit_cpu = 0.0
     t0, c0 = time.perf_counter(), time.process_time()
     grids = learning_grids(metrics, targets)
@@ -231,9 +232,10 @@ def evaluate(
                 model = HorizonForecaster(horizon=horizon, **dict(params or {}))
                 model.fit(train.X[ok], train.target[ok])
             except ValueError as e:
-                raise InputError(
-                    f"--train-days {train_days:g}: too little history ({horizon}: {e})"
-                ) from None
+                if str(e).startswith("no training row"):
+                    history = f"--train-days {train_days:g}: too little history"
+                    raise InputError(f"{history} ({horizon}: {e})") from None
+                raise InputError(f"--param: {e}") from None
             moving = MovingAverageBaseline().fit(train.X[ok], train.target[ok])
             fit_s = time.perf_counter() - t0
             fit_total += fit_s
@@ -267,7 +269,7 @@ def evaluate(
             )
     say(
         f"training in all (grids, features, fits; reading the trace excluded): {fit_total:.1f} s wall, "
-        f"{fit_cpu:.1f} s CPU",
+        f"{fit_cpu:.1f} s CPU in this process",
         log,
     )
     return out, models, floors
@@ -335,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-train-rows", type=int, default=100_000, help="rows each model is fitted on")
     p.add_argument("--test-every", type=int, default=1, help="test origin every N grid steps")
     p.add_argument("--max-iter", type=int, default=200, help="boosting iterations per model")
+    p.add_argument("--jobs", type=int, default=-1, help="fits side by side (-1: one per core)")
+    p.add_argument("--bags", type=int, default=2, help="P50 models averaged (HorizonForecaster)")
     p.add_argument("--param", action="append", default=[], help="KEY=VALUE for HorizonForecaster")
     p.add_argument("--forecast-vms", type=int, default=0, help="also time a forecast of N VMs")
     p.add_argument("--json", action="store_true", help="print only the JSON figures")
@@ -344,7 +348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [h for h in horizons if h not in HORIZONS_S]
         if unknown:
             raise InputError(f"--horizons: unknown {', '.join(unknown)} (of {', '.join(HORIZONS_S)})")
-        params: dict[str, Any] = {"max_iter": args.max_iter, "max_train_rows": args.max_train_rows}
+        params: dict[str, Any] = {
+            "max_iter": args.max_iter,
+            "max_train_rows": args.max_train_rows,
+            "n_jobs": args.jobs,
+            "bags": args.bags,
+        }
         params |= dict(parse_param(t) for t in args.param)
         t0 = time.perf_counter()
         metrics, targets = load_traces(args.trace, args.vms, args.cpu_learn)

@@ -27,6 +27,7 @@ from advisor.forecast.horizons import (
     SeasonalNaiveBaseline,
     _gathered,
     _rolling,
+    _rolling_median,
     conformal_offset,
     coverage,
     feature_columns,
@@ -216,6 +217,33 @@ def test_gathered_windows_equal_pandas_rolling(seed: int, width: int, holes: flo
         np.testing.assert_allclose(got[s], expected, equal_nan=True, rtol=1e-9, atol=1e-12)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), width=st.integers(1, 20), holes=st.floats(0, 0.9))
+def test_sorted_rolling_median_equals_pandas(seed: int, width: int, holes: float) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(5, 90))
+    x[rng.random(x.shape) < holes] = np.nan
+    x[0, :30] = np.nan  # a VM that starts late
+    np.testing.assert_allclose(_rolling_median(x, width), _rolling(x, width, "median", 1), equal_nan=True)
+
+
+def test_skill_features_tell_a_vm_that_falls_back_from_one_that_stays() -> None:
+    """A spiky VM (idle at 1 with 10-minute bursts to 9) is best forecast by its recent median, one that
+    steps and stays (a random walk) by its last value: the week's error ratio says which is which."""
+    rng = np.random.default_rng(3)
+    n_t = 9 * DAY
+    spiky = np.where(rng.random(n_t) < 0.04, 9.0, 1.0)
+    spiky = np.maximum(spiky, np.roll(spiky, 1))  # bursts of two steps
+    stepping = 5 + np.cumsum(rng.choice([0.0, 1.0, -1.0], n_t, p=[0.9, 0.05, 0.05]))
+    grid = grid_of(np.vstack([spiky, stepping]))
+    rows = horizon_rows(grid, "1h", np.array([0, 1]), np.array([n_t - 1, n_t - 1]), floor=0.01)
+    ratio = rows.X["sk_rel_median_1h"].to_numpy()
+    assert ratio[0] < -0.3 and ratio[1] > 0.0
+    assert (rows.X[["sk_naive_1d", "sk_naive_7d"]].to_numpy() > 0).all()
+    peak = horizon_rows(grid, "24h_peak", np.array([0]), np.array([n_t - 1]), floor=0.01)
+    assert not any(c.startswith("sk_") for c in peak.X.columns)  # point horizons only
+
+
 @pytest.mark.parametrize("horizon", list(HORIZONS_S))
 def test_a_few_rows_get_the_features_of_many(horizon: str) -> None:
     """Few rows gather their windows, many roll the whole grid: the features must not depend on it."""
@@ -363,6 +391,18 @@ def test_bagged_p50_is_the_mean_of_models_fitted_on_different_samples() -> None:
     np.testing.assert_allclose(model.predict(test.X)[learned], np.mean(each, axis=0)[learned])
     with pytest.raises(ValueError, match="bags"):
         fitted(grid, "1h", 4 * DAY, bags=0)
+
+
+def test_fits_run_side_by_side_with_the_same_result() -> None:
+    grid = grid_of(seasonal_values(8, 5, 0.3))
+    test = all_rows(grid, "1h", np.arange(4 * DAY, 5 * DAY - 12))
+    alone = fitted(grid, "1h", 4 * DAY, bags=2, max_train_rows=400)
+    side_by_side = fitted(grid, "1h", 4 * DAY, bags=2, max_train_rows=400, n_jobs=2)
+    q, r = alone.predict_quantiles(test.X), side_by_side.predict_quantiles(test.X)
+    np.testing.assert_array_equal(q[0.5], r[0.5])
+    np.testing.assert_array_equal(q[0.95], r[0.95])
+    assert alone.naive_vms_ == side_by_side.naive_vms_ and alone.offset_ == side_by_side.offset_
+    assert isinstance(side_by_side.p50_, MeanForecaster) and len(side_by_side.p50_.members) == 2
 
 
 def dirty_frame(values: np.ndarray) -> pd.DataFrame:
