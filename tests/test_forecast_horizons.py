@@ -27,7 +27,6 @@ from advisor.forecast.horizons import (
     SeasonalNaiveBaseline,
     _gathered,
     _rolling,
-    _rolling_median,
     conformal_offset,
     coverage,
     feature_columns,
@@ -215,16 +214,6 @@ def test_gathered_windows_equal_pandas_rolling(seed: int, width: int, holes: flo
         inside = (idx >= 0) & (idx < 120)
         expected = np.where(inside, rolled[vm, np.clip(idx, 0, 119)], np.nan)
         np.testing.assert_allclose(got[s], expected, equal_nan=True, rtol=1e-9, atol=1e-12)
-
-
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), width=st.integers(1, 20), holes=st.floats(0, 0.9))
-def test_sorted_rolling_median_equals_pandas(seed: int, width: int, holes: float) -> None:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(5, 90))
-    x[rng.random(x.shape) < holes] = np.nan
-    x[0, :30] = np.nan  # a VM that starts late
-    np.testing.assert_allclose(_rolling_median(x, width), _rolling(x, width, "median", 1), equal_nan=True)
 
 
 def test_skill_features_tell_a_vm_that_falls_back_from_one_that_stays() -> None:

@@ -44,6 +44,7 @@ FLOOR_SHARE = 0.01  # the scale floor as a share of the metric's mean level over
 JUMP = 0.5  # a step change above JUMP x the scale counts as a jump (feature: steps since the last one)
 HISTORY_DAYS = 8  # the most history a row's features read
 SKILL_DAYS = (1, 7)  # skill features: the days over which a VM's recent errors are averaged
+SKILL_EVERY_S = 3600.0  # skill features: the spacing of the error samples
 # Gathering a row's window costs about as much as this many grid cells of pandas' rolling statistic
 # (timed on a 500 x 8640 grid): below it, rows are gathered; above, the whole span is rolled once.
 GATHER_PER_CELL = {"mean": 6, "std": 6, "max": 10, "min": 10, "median": 40}
@@ -118,32 +119,6 @@ def _rolling(values: np.ndarray, width: int, stat: str, min_periods: int) -> np.
     """A trailing-window statistic at every grid index, NaN-skipping (pandas' O(n) rolling)."""
     frame = pd.DataFrame(values.T).rolling(width, min_periods=min_periods)
     return np.asarray(getattr(frame, stat)().to_numpy().T)
-
-
-def _rolling_median(values: np.ndarray, width: int) -> np.ndarray:
-    """`_rolling(values, width, "median", 1)` for a short window, by sorting each window (three times
-    faster than pandas' skip list at width 12)."""
-    out = np.full(values.shape, np.nan)
-    padded = np.concatenate([np.full((values.shape[0], width - 1), np.nan), values], axis=1)
-    missing = np.concatenate([np.zeros((len(padded), 1)), np.cumsum(np.isnan(padded), axis=1)], axis=1)
-    n = width - (missing[:, width:] - missing[:, : missing.shape[1] - width])  # values in each window
-    rows = max(1, 4_000_000 // (width * values.shape[1]))
-    for begin in range(0, values.shape[0], rows):
-        part = slice(begin, begin + rows)
-        block = np.sort(sliding_window_view(padded[part], width, axis=1), axis=2)  # NaN last
-        median = (block[..., (width - 1) // 2] + block[..., width // 2]) / 2
-        short = np.nonzero((n[part] < width) & (n[part] > 0))
-        k = n[part][short].astype(np.int64)
-        median[short] = (block[(*short, (k - 1) // 2)] + block[(*short, k // 2)]) / 2
-        out[part] = median  # NaN where the window is empty: its sorted block is all NaN
-    return out
-
-
-def _shifted(values: np.ndarray, steps: int) -> np.ndarray:
-    """values[:, t - steps] at every t, NaN before the span."""
-    out = np.full(values.shape, np.nan)
-    out[:, steps:] = values[:, : values.shape[1] - steps]
-    return out
 
 
 def _window_block(x: np.ndarray, vm: np.ndarray, idx: np.ndarray, width: int) -> np.ndarray:
@@ -281,26 +256,70 @@ def skill_features(
     the last value's (log ratio). Why: whether a VM's last value or its recent level predicts better
     is a trait of the VM (spiky VMs fall back, stepping ones stay) that one day's window shows poorly
     (Bitbrains CPU, fitted on days 1-16 and scored on days 17-21: 1-h error 1.3% lower, with two seeds;
-    memory 0.3%). Point horizons only: a week of daily peaks' errors needs more than HISTORY_DAYS."""
-    day, hour = grid.steps(DAY_S), grid.steps(3600.0)
-    candidates = {
-        "naive": x,
-        "median_1h": _rolling_median(x, hour),
-        "ma_6h": _rolling(x, grid.steps(6 * 3600.0), "mean", 1),
-    }
-    errors = {name: np.abs(x - _shifted(c, ahead)) for name, c in candidates.items()}
-    errors["seasonal"] = np.abs(x - _shifted(x, day))
-    feats = {}
-    for name, error in errors.items():
-        win = _Windows(error, vm)
-        for days in SKILL_DAYS:
-            mean = win.one(o, days * day, "mean", min_periods=max(1, days * day // 4))
-            feats[f"sk_{name}_{days}d"] = mean / scale
+    memory 0.3%). The errors are sampled every SKILL_EVERY_S back from the origin, so that a forecast
+    of 10,000 VMs does not compute them at every step. Point horizons only: a week of daily peaks'
+    errors needs more than HISTORY_DAYS."""
+    day, hour, every = grid.steps(DAY_S), grid.steps(3600.0), grid.steps(SKILL_EVERY_S)
+    wide = grid.steps(6 * 3600.0)
+    samples = [days * day // every for days in SKILL_DAYS]
+    names = ("naive", "median_1h", "ma_6h", "seasonal")
+    if len(vm) * max(samples) > x.size:  # many rows: every error on the grid, then sampled means
+        levels = {
+            "naive": x,
+            "median_1h": _rolling(x, hour, "median", 1),
+            "ma_6h": _rolling(x, wide, "mean", 1),
+        }
+        errors = {n: np.abs(x - _shifted(v, ahead)) for n, v in levels.items()}
+        errors["seasonal"] = np.abs(x - _shifted(x, day))
+        means = {n: _sampled_means(errors[n], vm, o, every, samples) for n in names}
+    else:  # few rows (a forecast): the errors at the sampled times only
+        n_max = max(samples)
+        t = (o[:, None] - every * np.arange(n_max)[None, :]).reshape(-1)  # row-major: (row, sample)
+        rep = np.repeat(vm, n_max)
+        win, actual = _Windows(x, rep), _at(x, rep, t)
+        forecasts = {
+            "naive": _at(x, rep, t - ahead),
+            "median_1h": win.one(t - ahead, hour, "median"),
+            "ma_6h": win.one(t - ahead, wide, "mean"),
+            "seasonal": _at(x, rep, t - day),
+        }
+        means = {}
+        for n in names:
+            error = np.abs(actual - forecasts[n]).reshape(len(vm), n_max)
+            means[n] = []
+            for k in samples:
+                seen = np.isfinite(error[:, :k]).sum(axis=1)
+                mean = np.nansum(error[:, :k], axis=1) / np.maximum(seen, 1)
+                means[n].append(np.where(seen >= max(1, k // 4), mean, np.nan))
+    feats = {f"sk_{n}_{days}d": means[n][i] / scale for n in names for i, days in enumerate(SKILL_DAYS)}
     week = f"{max(SKILL_DAYS)}d"
     naive = feats[f"sk_naive_{week}"] + 1e-9
-    for name in ("median_1h", "ma_6h", "seasonal"):
-        feats[f"sk_rel_{name}"] = np.log((feats[f"sk_{name}_{week}"] + 1e-9) / naive)
+    for n in names[1:]:
+        feats[f"sk_rel_{n}"] = np.log((feats[f"sk_{n}_{week}"] + 1e-9) / naive)
     return feats
+
+
+def _shifted(values: np.ndarray, steps: int) -> np.ndarray:
+    """values[:, t - steps] at every t, NaN before the span."""
+    out = np.full(values.shape, np.nan)
+    out[:, steps:] = values[:, : values.shape[1] - steps]
+    return out
+
+
+def _sampled_means(
+    error: np.ndarray, vm: np.ndarray, o: np.ndarray, every: int, samples: Sequence[int]
+) -> list[np.ndarray]:
+    """For each k of `samples`: the mean of error[vm, o - every * j] over j < k, NaN-skipping, NaN with
+    fewer than k / 4 values; one rolling mean per residue of the origin modulo `every`."""
+    out = [np.full(len(vm), np.nan) for _ in samples]
+    for r in range(every):
+        rows = np.flatnonzero(o % every == r)
+        if not rows.size:
+            continue
+        sub = error[:, r::every]
+        for mean, k in zip(out, samples, strict=True):
+            mean[rows] = _at(_rolling(sub, k, "mean", max(1, k // 4)), vm[rows], (o[rows] - r) // every)
+    return out
 
 
 def partner_features(
