@@ -235,7 +235,7 @@ def evaluate(
                 if str(e).startswith("no training row"):
                     history = f"--train-days {train_days:g}: too little history"
                     raise InputError(f"{history} ({horizon}: {e})") from None
-                raise InputError(f"--param: {e}") from None
+                raise InputError(f"forecaster settings (--bags, --param): {e}") from None
             moving = MovingAverageBaseline().fit(train.X[ok], train.target[ok])
             fit_s = time.perf_counter() - t0
             fit_total += fit_s

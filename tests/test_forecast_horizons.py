@@ -502,3 +502,8 @@ def test_bench_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Capt
     assert bench_script("forecast").main(["--trace", "azure:x.csv", "--train-days", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --trace") and err.count("\n") == 1
+    days = [a for p in write_planetlab(tmp_path, 5) for a in ("--trace", p)]
+    assert bench_script("forecast").main([*days, "--train-days", "3", "--bags", "0", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: forecaster settings") and "bags must be at least 1" in err
+    assert err.count("\n") == 1
