@@ -216,6 +216,21 @@ def test_gathered_windows_equal_pandas_rolling(seed: int, width: int, holes: flo
         np.testing.assert_allclose(got[s], expected, equal_nan=True, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("hours", [2, 13, 20, 30])
+def test_rows_of_a_history_shorter_than_a_day(hours: int) -> None:
+    """The replay simulator fits on its first hours: every day-long shift then falls before the grid
+    (13-23 h once failed: a shift between one and two spans)."""
+    grid = grid_of(seasonal_values(3, 2, 0.2)[:, : hours * 12])
+    origins = np.arange(len(grid.times))
+    for horizon in ("5min", "1h"):
+        rows = all_rows(grid, horizon, origins)
+        assert len(rows.X) == 3 * len(origins)
+        if hours < 24:  # no day-old value to have forecast with
+            assert rows.X["sk_seasonal_1d"].isna().all()
+        if hours >= 13:  # a quarter of the day's hourly samples seen
+            assert rows.X["sk_naive_1d"].notna().any()
+
+
 def test_skill_features_tell_a_vm_that_falls_back_from_one_that_stays() -> None:
     """A spiky VM (idle at 1 with 10-minute bursts to 9) is best forecast by its recent median, one that
     steps and stays (a random walk) by its last value: the week's error ratio says which is which."""

@@ -302,7 +302,8 @@ def skill_features(
 def _shifted(values: np.ndarray, steps: int) -> np.ndarray:
     """values[:, t - steps] at every t, NaN before the span."""
     out = np.full(values.shape, np.nan)
-    out[:, steps:] = values[:, : values.shape[1] - steps]
+    if steps < values.shape[1]:  # else every t - steps is before the span
+        out[:, steps:] = values[:, : values.shape[1] - steps]
     return out
 
 
