@@ -49,6 +49,7 @@ from advisor.forecast.horizons import (
     MetricGrid,
     MovingAverageBaseline,
     Partner,
+    TooLittleHistory,
     forecast_latest,
     horizon_rows,
     metric_grid,
@@ -231,10 +232,10 @@ def evaluate(
             try:
                 model = HorizonForecaster(horizon=horizon, **dict(params or {}))
                 model.fit(train.X[ok], train.target[ok])
+            except TooLittleHistory as e:
+                history = f"--train-days {train_days:g}: too little history"
+                raise InputError(f"{history} ({horizon}: {e})") from None
             except ValueError as e:
-                if str(e).startswith("no training row"):
-                    history = f"--train-days {train_days:g}: too little history"
-                    raise InputError(f"{history} ({horizon}: {e})") from None
                 raise InputError(f"forecaster settings (--bags, --param): {e}") from None
             moving = MovingAverageBaseline().fit(train.X[ok], train.target[ok])
             fit_s = time.perf_counter() - t0

@@ -58,6 +58,11 @@ WEEKLY_MIN_DAYS = 14  # days of origins the weekday features need (two of each w
 BASELINE = "bl_"
 
 
+class TooLittleHistory(ValueError):
+    """A fit found no row to learn from: the history is too short for the horizon (a ValueError, as
+    scikit-learn raises for unfit data, so that callers may tell it from a bad setting)."""
+
+
 @dataclass(frozen=True)
 class MetricGrid:
     """One metric of every VM on a regular grid: `raw` has NaN where no sample fell, `filled` carries
@@ -598,7 +603,7 @@ class ChangeForecaster(RegressorMixin, BaseEstimator):
             change = change / scale
         ok = np.flatnonzero(np.isfinite(change))
         if not ok.size:
-            raise ValueError("no row with a finite target and last value to fit on")
+            raise TooLittleHistory("no row with a finite target and last value to fit on")
         if self.target == "scaled":
             rng = np.random.default_rng(self.random_state)
             ok = ok[rng.choice(ok.size, size=ok.size, replace=True, p=scale[ok] / scale[ok].sum())]
@@ -701,7 +706,8 @@ class HorizonForecaster(RegressorMixin, BaseEstimator):
     bags) are independent: `n_jobs` processes run them side by side (joblib's convention: None is one,
     -1 one per core), each on `threads` OpenMP threads.
 
-    Raises ValueError when no row's target ends before the validation part (too short a history)."""
+    Raises TooLittleHistory when no row's target ends before the validation part, ValueError for a
+    bad setting."""
 
     def __init__(
         self,
@@ -769,7 +775,7 @@ class HorizonForecaster(RegressorMixin, BaseEstimator):
         X, y = X[ok], y[ok]
         train, valid = validation_split(X["origin"], self.horizon, self.valid_share)
         if not train.any():
-            raise ValueError(f"no training row ends before the validation part ({self.horizon})")
+            raise TooLittleHistory(f"no training row ends before the validation part ({self.horizon})")
         refit = self.refit and bool(valid.any())
         jobs = [(self._model(0.5, b), self._sample(train, b)) for b in range(self.bags)]
         pick = jobs[0][1]  # the P95 learns on the first P50 bag's rows
