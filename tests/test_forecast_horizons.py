@@ -522,3 +522,7 @@ def test_bench_reports_bad_input_in_one_line(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert err.startswith("error: forecaster settings") and "bags must be at least 1" in err
     assert err.count("\n") == 1
+    peak_only = [*days, "--horizons", "24h_peak", "--json"]
+    assert bench_script("forecast").main([*peak_only, "--train-days", "1"]) == 2  # no day of peaks yet
+    err = capsys.readouterr().err
+    assert err.startswith("error: --train-days 1: too little history") and err.count("\n") == 1
