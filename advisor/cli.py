@@ -248,6 +248,12 @@ def forecast(
         f"(MLflow run {summary.get('run_id', '-')}) -> {out_dir / files.FORECAST_FILE}",
         highlight=False,
     )
+    if "ahead" in summary:
+        a = summary["ahead"]
+        out_console.print(
+            f"short-term forecasts ({', '.join(a['keys'])}) for {a['vms']} VMs -> {out_dir / a['file']}",
+            highlight=False,
+        )
 
 
 @app.command()
@@ -347,6 +353,16 @@ def _print_training(card: dict[str, Any]) -> None:
                 table.add_row(target, *(f"{by[c]['mae']:.4g}" for c in contenders))
             table.add_row("mean MASE", *(f"{figures['score'][c]:.3f}" for c in contenders))
             out_console.print(table)
+    if card.get("ahead"):
+        from advisor.forecast.ahead import SUMMARY_COLUMNS, summary_rows
+
+        table = Table(title="short-term forecasts, backtest on the held-out last day(s)")
+        for column in SUMMARY_COLUMNS:
+            text = column in ("metric/horizon", "best baseline")
+            table.add_column(column, justify="left" if text else "right")
+        for cells in summary_rows(card["ahead"]):
+            table.add_row(*cells)
+        out_console.print(table)
 
 
 @app.command()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -134,6 +134,9 @@ class CollectSettings(_Section):
     libvirt: LibvirtSettings = Field(default_factory=LibvirtSettings)
 
 
+AheadHorizon = Literal["5min", "1h", "24h_peak"]  # advisor.forecast.horizons.HORIZONS_S
+
+
 class ForecastSettings(_Section):
     model: Literal["quantile_gbm", "naive", "seasonal_naive"] = "quantile_gbm"
     horizon_h: float = Field(24.0, gt=0, le=24 * 14, description="planning horizon")
@@ -162,6 +165,30 @@ class ForecastSettings(_Section):
     max_train_rows: int = Field(
         500_000, ge=1000, description="training rows kept at most (a uniform sample beyond)"
     )
+    ahead_horizons: list[AheadHorizon] = Field(
+        default_factory=lambda: list(get_args(AheadHorizon)),
+        description="short-term forecasts `advisor train` adds (CPU and memory; the dirty rate at 5min); "
+        "empty: none",
+    )
+    ahead_train_rows: int = Field(
+        150_000, ge=1000, description="short-term forecasts: training rows per metric and horizon at most"
+    )
+    ahead_test_rows: int = Field(
+        50_000, ge=100, description="short-term forecasts: backtest rows per metric and horizon at most"
+    )
+    ahead_test_days: float = Field(
+        1.0, gt=0, description="short-term forecasts: the last days of history held out to backtest"
+    )
+    ahead_max_iter: int = Field(200, ge=10, le=5000, description="short-term forecasts: boosting iterations")
+    ahead_jobs: int = Field(
+        -1, description="short-term forecasts: processes fitting side by side (-1: one per core, 1: none)"
+    )
+
+    @model_validator(mode="after")
+    def _jobs_not_zero(self) -> ForecastSettings:
+        if self.ahead_jobs == 0 or self.ahead_jobs < -1:
+            raise ValueError(f"ahead_jobs must be -1 (one per core) or at least 1, got {self.ahead_jobs}")
+        return self
 
 
 class PlanSettings(_Section):

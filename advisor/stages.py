@@ -16,7 +16,7 @@ import pandas as pd
 from advisor import files
 from advisor.config import Config
 from advisor.core import Cluster, Forecast, MigrationReason, Plan
-from advisor.metrics import read_metrics, write_metrics
+from advisor.metrics import read_metrics, validate_metrics, write_metrics
 
 if TYPE_CHECKING:
     from advisor.migration import MigrationPrediction
@@ -49,7 +49,8 @@ def forecast(
     progress: Progress = quiet,
 ) -> tuple[Forecast, dict[str, Any]]:
     from advisor.forecast import train_and_forecast
-    from advisor.forecast.pipeline import prepare
+    from advisor.forecast.ahead import forecast_ahead
+    from advisor.forecast.features import to_grid
     from advisor.forecast.predict import forecast_on
     from advisor.forecast.registry import champion_for_stage
 
@@ -58,10 +59,21 @@ def forecast(
     champion = champion_for_stage(cfg.forecast)  # the one `advisor train` exported, if it fits
     if champion.model is not None:
         progress(f"forecasting with the {champion.label} ({cfg.forecast.export_path})")
-        grid = prepare(cluster, metrics)
+        checked = validate_metrics(metrics, "metrics")
+        grid = to_grid(checked, [v.name for v in cluster.vms])
         result, short = forecast_on(grid, cluster, champion.model.models or {}, cfg.forecast, champion.label)
         summary = {"source": "champion", "model": champion.label, "run_id": champion.card.get("run_id")}
         summary |= {"card": champion.card, "naive_fallback_vms": short}
+        ahead = getattr(champion.model, "ahead", None)  # None in champions exported before it existed
+        if ahead is not None:
+            progress("short-term forecasts with the champion")
+            frame = forecast_ahead(ahead, checked[checked["vm"].isin(set(grid.vms))])
+            files.write_text(out / files.FORECAST_AHEAD_FILE, frame.to_csv(index=False))
+            summary["ahead"] = {
+                "file": files.FORECAST_AHEAD_FILE,
+                "keys": sorted(set(frame["metric"] + "/" + frame["horizon"])),
+                "vms": int(frame["vm"].nunique()),
+            }
     else:
         progress(f"{champion.label}: training a forecaster now")
         result, summary = train_and_forecast(cluster, metrics, cfg.forecast, progress)

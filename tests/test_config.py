@@ -28,6 +28,8 @@ def test_defaults_are_valid() -> None:
         ({"collect": {"synthetic": {"hosts": -3}}}, "collect.synthetic.hosts"),
         ({"power": {"idle_w": 300, "max_w": 100}}, "power: Value error, max_w must be at least idle_w"),
         ({"nonsense": {}}, "nonsense: unknown key"),
+        ({"forecast": {"ahead_horizons": ["2h"]}}, "forecast.ahead_horizons.0: Input should be '5min'"),
+        ({"forecast": {"ahead_jobs": 0}}, "forecast: Value error, ahead_jobs must be -1"),
     ],
 )
 def test_bad_values_name_the_key(data: dict, message: str) -> None:

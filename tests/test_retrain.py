@@ -20,8 +20,9 @@ from advisor.collect.synthetic import generate
 from advisor.config import Config, ForecastSettings, PowerSettings, SyntheticSettings
 from advisor.core import VM, Cluster, Host
 from advisor.errors import InputError
+from advisor.forecast.ahead import forecast_ahead
 from advisor.forecast.features import FEATURES, TARGETS
-from advisor.forecast.registry import CHAMPION, aliases, load_export, load_version
+from advisor.forecast.registry import CHAMPION, aliases, card_markdown, load_export, load_version
 from advisor.forecast.retrain import History, in_batches, retrain, training_rows
 
 START = pd.Timestamp("2024-01-01", tz="UTC")  # a Monday
@@ -62,7 +63,9 @@ def fleet(n_vms: int = 16, days: float = 8.0, seed: int = 0) -> tuple[Cluster, p
 
 
 def fsettings(**kw: Any) -> ForecastSettings:
+    """Small and fast; no short-term forecasters unless a test asks for them."""
     base: dict[str, Any] = {"horizon_h": 6.0, "season_h": 168.0, "origin_every_h": 3.0, "max_iter": 30}
+    base |= {"ahead_horizons": [], "ahead_max_iter": 20}
     return ForecastSettings(**(base | kw))
 
 
@@ -122,9 +125,9 @@ def test_bad_histories_are_named() -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run 1: the naive forecaster (cannot beat naive): a challenger, no champion. Run 2: the learned
-    one on the first 6 days: champion, exported. Run 3: naive again on all 8 days: stays challenger,
-    compared with the champion on the origins after its data; the champion's file, deleted before,
-    is exported again."""
+    one on the first 6 days, with short-term forecasters at 5 min (CPU, memory and the dirty rate):
+    champion, exported. Run 3: naive again on all 8 days: stays challenger, compared with the champion
+    on the origins after its data; the champion's file, deleted before, is exported again."""
     tmp = tmp_path_factory.mktemp("retrain")
     s = fsettings(
         tracking_uri=shared_store(tmp_path_factory),
@@ -133,12 +136,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         batch_vms=5,
     )
     cluster, metrics = fleet()
+    metrics["dirty_mibps"] = 3.0 * metrics["cpu_cores"]  # MiB/s, as busy as the CPU
     early = metrics[metrics["ts"] < START + pd.Timedelta(days=6)]
     out: dict[str, Any] = {"settings": s, "cluster": cluster, "metrics": metrics, "tmp": tmp}
     out["naive"] = retrain(in_batches(cluster, early, 5), s.model_copy(update={"model": "naive"}))
     out["aliases_1"] = aliases(s)
     messages: list[str] = []
-    out["learned"] = retrain(in_batches(cluster, early, 5), s, messages.append)
+    learned = s.model_copy(update={"ahead_horizons": ["5min"]})
+    out["learned"] = retrain(in_batches(cluster, early, 5), learned, messages.append)
     out["messages"] = messages
     out["aliases_2"] = aliases(s)
     Path(s.export_path).unlink()  # lost: the next run puts the standing champion back
@@ -168,6 +173,25 @@ def test_the_learned_model_becomes_champion_and_is_exported(runs: dict[str, Any]
     assert record.data.metrics["backtest_score_model"] == pytest.approx(
         card["backtest"]["6h"]["holdout"]["score"]["model"]
     )
+
+
+def test_short_term_forecasters_are_backtested_and_logged(runs: dict[str, Any]) -> None:
+    """The sine fleet is predictable 5 min ahead beyond its noise: the model beats naive, and its P95
+    covers about 95% of the held-out day."""
+    card, s = runs["learned"].card, runs["settings"]
+    assert set(card["ahead"]) == {"cpu_cores/5min", "mem_mib/5min", "dirty_mibps/5min"}
+    assert runs["naive"].card["ahead"] == {}  # a run without ahead_horizons trains none
+    metrics = MlflowClient(s.tracking_uri).get_run(runs["learned"].run_id).data.metrics
+    for key, bt in card["ahead"].items():
+        model, naive = bt["figures"]["model"], bt["figures"]["naive"]
+        assert model["mae"] < 0.9 * naive["mae"], key
+        assert 0.85 <= model["coverage_95"] <= 1.0, key
+        # the last day of origins with a target: the training data ends at 23:55 on day 6
+        assert bt["from"] == "2024-01-05T23:55:00+00:00" and bt["rows"] > 0
+        metric, horizon = key.split("/")
+        assert metrics[f"ahead_{metric}_{horizon}_mae_model"] == pytest.approx(model["mae"])
+    table = [line for line in card_markdown(card).splitlines() if line.startswith("| cpu_cores/5min |")]
+    assert len(table) == 1 and f"{card['ahead']['cpu_cores/5min']['ratio']:.3f}" in table[0]
 
 
 def test_exported_champion_predicts_as_the_registered_model(runs: dict[str, Any]) -> None:
@@ -202,6 +226,30 @@ def test_forecast_stage_uses_the_champion_and_says_so(runs: dict[str, Any]) -> N
     assert any(label in m for m in messages)
     assert set(fc.vms) == {v.name for v in runs["cluster"].vms}
     assert (tmp / "out" / "forecast.json").exists()
+    ahead = pd.read_csv(tmp / "out" / "forecast-ahead.csv")
+    assert summary["ahead"]["keys"] == ["cpu_cores/5min", "dirty_mibps/5min", "mem_mib/5min"]
+    assert len(ahead) == 3 * 16 and ahead.groupby("metric")["vm"].nunique().eq(16).all()
+    assert (ahead["p95"] >= ahead["p50"]).all() and (ahead["p50"] >= 0).all()
+
+
+def test_the_champions_short_term_forecast_beats_naive_after_its_data(runs: dict[str, Any]) -> None:
+    """Forecasts of the exported champion from every hour of day 7 (after its training data), against
+    what the next 5 minutes brought."""
+    champion, _ = load_export(Path(runs["settings"].export_path))
+    assert champion.ahead is not None
+    metrics = runs["metrics"]
+    errors = {"model": [], "naive": [], "covered": []}
+    for hour in range(24):
+        cut = START + pd.Timedelta(days=6, hours=hour)
+        got = forecast_ahead(champion.ahead, metrics[metrics["ts"] <= cut])
+        cpu = got[got["metric"] == "cpu_cores"].set_index("vm")
+        now = metrics[metrics["ts"] == cut].set_index("vm")["cpu_cores"]
+        then = metrics[metrics["ts"] == cut + pd.Timedelta(minutes=5)].set_index("vm")["cpu_cores"]
+        errors["model"] += list((cpu["p50"] - then).abs())
+        errors["naive"] += list((now - then).abs())
+        errors["covered"] += list(then <= cpu["p95"])
+    assert np.mean(errors["model"]) < 0.9 * np.mean(errors["naive"])
+    assert np.mean(errors["covered"]) >= 0.85
 
 
 # --- the command line --------------------------------------------------------------------------------
@@ -218,7 +266,10 @@ def test_advisor_train_registers_a_model(tmp_path_factory: pytest.TempPathFactor
     metrics.to_csv(trace, index=False)
     uri = shared_store(tmp_path_factory)
     cfg = tmp_path / "advisor.toml"
-    cfg.write_text("[forecast]\nhorizon_h = 6.0\nseason_h = 24.0\norigin_every_h = 3.0\nmax_iter = 20\n")
+    cfg.write_text(
+        "[forecast]\nhorizon_h = 6.0\nseason_h = 24.0\norigin_every_h = 3.0\nmax_iter = 20\n"
+        'ahead_horizons = ["1h"]\nahead_max_iter = 20\n'
+    )
     code, text = run_cli(
         "train", "-c", str(cfg), "--source", "csv", "-p", str(trace), "--tracking-uri", uri,
         "--registry-model", "cli-train", "--export-path", str(tmp_path / "champion.skops"),
@@ -227,6 +278,10 @@ def test_advisor_train_registers_a_model(tmp_path_factory: pytest.TempPathFactor
     versions = MlflowClient(uri).search_model_versions("name = 'cli-train'")
     assert len(versions) == 1 and f"cli-train v{versions[0].version} is the" in text
     assert "backtest MAE, 6h ahead" in text
+    assert "short-term forecasts, backtest" in text
+    table = text[text.index("short-term forecasts, backtest") :]
+    keys = [line.split()[1] for line in table.splitlines() if line.startswith("│")]
+    assert keys == ["cpu_cores/1h", "mem_mib/1h"]
 
 
 @pytest.mark.parametrize(

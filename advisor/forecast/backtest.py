@@ -65,7 +65,7 @@ def insample_naive_mae(grid: MetricGrid, horizon: str, end: int, seed: int = 0) 
 
 
 @dataclass
-class _Sums:
+class ErrorSums:
     """Running sums of one forecaster's errors over test blocks."""
 
     abs_err: float = 0.0
@@ -147,7 +147,7 @@ def evaluate_split(
     moving = MovingAverageBaseline().fit(train.X[ok], train.target[ok])
     t1 = time.perf_counter()
     scale = insample_naive_mae(grid, horizon, first_test, seed)
-    sums = {f: _Sums() for f in FORECASTERS}
+    sums = {f: ErrorSums() for f in FORECASTERS}
     origins = np.arange(first_test, end, test_every)
     for _, rows, keep in scored_blocks(grid, horizon, origins, floor, other):
         X, y = rows.X[keep], rows.target[keep]

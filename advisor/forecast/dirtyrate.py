@@ -49,6 +49,7 @@ class DirtyRateForecaster(HorizonForecaster):
         min_samples_leaf: int = 20,
         random_state: int | None = 0,
         threads: int = 1,
+        n_jobs: int | None = None,
     ) -> None:
         super().__init__(
             horizon=horizon,
@@ -61,6 +62,7 @@ class DirtyRateForecaster(HorizonForecaster):
             min_samples_leaf=min_samples_leaf,
             random_state=random_state,
             threads=threads,
+            n_jobs=n_jobs,
         )
 
 

@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator
 from advisor import files
 from advisor.config import ForecastSettings
 from advisor.errors import InputError
+from advisor.forecast.ahead import SUMMARY_COLUMNS, AheadForecaster, summary_rows
 from advisor.forecast.features import FEATURES, TARGETS
 from advisor.forecast.tracking import CARD_JSON, TRUSTED_TYPES, store
 
@@ -40,6 +41,7 @@ MODEL, NAIVE, SEASONAL, CHAMPION_RUN = "model", "naive", "seasonal_naive", "cham
 class ForecastBundle(BaseEstimator):
     """The estimator of every target of one training run, as one model: what a registry version holds
     and the forecast stage loads. `predict` gives one column per TARGETS (shares of the VM's size).
+    `ahead` holds the run's short-term forecasters (advisor.forecast.ahead), None when it trained none.
 
     It remembers the settings its features depend on, so that a champion trained for another horizon
     or season is not used to answer a different question, and the last sample it learnt from
@@ -52,12 +54,14 @@ class ForecastBundle(BaseEstimator):
         season_h: float = 168.0,
         features: Sequence[str] = (),
         trained_until: str = "",
+        ahead: AheadForecaster | None = None,
     ) -> None:
         self.models = models
         self.horizon_h = horizon_h
         self.season_h = season_h
         self.features = features
         self.trained_until = trained_until
+        self.ahead = ahead
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         models = self.models or {}
@@ -77,9 +81,12 @@ class ForecastBundle(BaseEstimator):
 
 
 def bundle(
-    models: Mapping[str, BaseEstimator], settings: ForecastSettings, trained_until: str
+    models: Mapping[str, BaseEstimator],
+    settings: ForecastSettings,
+    trained_until: str,
+    ahead: AheadForecaster | None = None,
 ) -> ForecastBundle:
-    return ForecastBundle(dict(models), settings.horizon_h, settings.season_h, FEATURES, trained_until)
+    return ForecastBundle(dict(models), settings.horizon_h, settings.season_h, FEATURES, trained_until, ahead)
 
 
 # --- backtest figures and the promotion rule ------------------------------------------------------------
@@ -173,9 +180,10 @@ def model_card(
     decision: Decision,
     version: str,
     run_id: str,
+    ahead: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What the forecaster is, what it learnt from and how it did: logged with its run and exported with
-    the champion. JSON-able."""
+    the champion. JSON-able. `ahead`: the short-term forecasters' backtests (ahead.fit_ahead)."""
     tests = {name: _figures(bt) for name, bt in (("holdout", holdout), ("vs_champion", duel)) if bt}
     return {
         "registered_model": settings.registry_model,
@@ -191,6 +199,7 @@ def model_card(
             "features": list(FEATURES),
         },
         "backtest": {f"{settings.horizon_h:g}h": tests} if tests else {},
+        "ahead": {k: dict(v) for k, v in (ahead or {}).items()},
         "decision": {**asdict(decision), "alias": CHAMPION if decision.promote else CHALLENGER},
     }
 
@@ -251,6 +260,17 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                         f"| {target} | {contender} | {v['mae']:.4g} | {v['mase']:.3f} | {v['covered']:.2f} |"
                     )
             lines += ["", "Mean MASE: " + ", ".join(f"{c} {v:.3f}" for c, v in f["score"].items()), ""]
+    if card.get("ahead"):
+        lines += [
+            "## Short-term forecasts, backtest on the held-out last day(s)",
+            "P50 and calibrated P95 per metric and horizon (advisor.forecast.ahead). MAE in cores, MiB or "
+            "MiB/s; ratio = model MAE / the best baseline's; coverage = share of rows at or below the P95.",
+            "",
+            "| " + " | ".join(SUMMARY_COLUMNS) + " |",
+            "|---|---:|---:|---|---:|---:|---:|",
+        ]
+        lines += ["| " + " | ".join(cells) + " |" for cells in summary_rows(card["ahead"])]
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

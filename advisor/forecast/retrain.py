@@ -29,6 +29,7 @@ from sklearn.base import BaseEstimator
 from advisor.config import ForecastSettings
 from advisor.core import Cluster
 from advisor.errors import InputError
+from advisor.forecast.ahead import AheadRows, fit_ahead
 from advisor.forecast.features import FEATURES, TARGETS, build_table, to_grid, to_units
 from advisor.forecast.models import NaiveForecaster, SeasonalNaiveForecaster
 from advisor.forecast.registry import (
@@ -127,10 +128,11 @@ def in_runs(cluster: Cluster, runs: Iterable[pd.DataFrame], batch_vms: int) -> H
 
 
 def training_rows(
-    history: History, settings: ForecastSettings, progress: Progress = _quiet
+    history: History, settings: ForecastSettings, progress: Progress = _quiet, ahead: AheadRows | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The feature table (rows with at least one target) of every batch, sampled down to about
-    `settings.max_train_rows`, and the facts of the data for the model card."""
+    `settings.max_train_rows`, and the facts of the data for the model card. With `ahead`, each batch
+    also gives it its short-term forecasters' rows."""
     sizes = history.cluster.vm_by_name
     inventory = len(sizes)
     tables: list[pd.DataFrame] = []
@@ -156,6 +158,8 @@ def training_rows(
             keep = np.random.default_rng([settings.seed, i]).random(len(table)) < share
             table = table[keep]
         tables.append(table)
+        if ahead is not None:
+            ahead.add(batch, i)
         vms += len(names)
         samples += len(batch)
         steps.add(grid.step_s)
@@ -263,7 +267,8 @@ def retrain(history: History, settings: ForecastSettings, progress: Progress = _
     progress("looking up the champion")  # first: a wrong tracking URI fails before minutes of work
     current = load_version(settings, CHAMPION)
     lap("registry")
-    rows, facts = training_rows(history, settings, progress)
+    short_rows = AheadRows(settings, len(history.cluster.vms)) if settings.ahead_horizons else None
+    rows, facts = training_rows(history, settings, progress, short_rows)
     lap("features")
     rival, note = _comparable(current, settings)
     label = f"v{current.version}" if current else None
@@ -275,13 +280,25 @@ def retrain(history: History, settings: ForecastSettings, progress: Progress = _
     lap("backtest")
     progress(f"fitting the forecaster on {len(rows):,} rows")
     trained = fit_and_select(rows, settings, pd.Timedelta(hours=settings.horizon_h))
-    model = bundle(trained.models, settings, facts["last_sample"])
     lap("fit")
+    short, short_backtest = fit_ahead(short_rows, progress) if short_rows else (None, {})
+    lap("ahead")
+    model = bundle(trained.models, settings, facts["last_sample"], short)
     progress("registering the forecaster in MLflow")
-    logged = log_forecaster(model, trained, settings, facts, _metrics(holdout, duel, decision), rows.tail(5))
+    figures = _metrics(holdout, duel, decision) | _ahead_metrics(short_backtest)
+    logged = log_forecaster(model, trained, settings, facts, figures, rows.tail(5))
     version = register(settings, logged["model_uri"], logged["run_id"], decision, logged["model_id"])
     card = model_card(
-        settings, facts, trained.chosen, trained.note, holdout, duel, decision, version, logged["run_id"]
+        settings,
+        facts,
+        trained.chosen,
+        trained.note,
+        holdout,
+        duel,
+        decision,
+        version,
+        logged["run_id"],
+        short_backtest,
     )
     log_card(settings, logged["run_id"], card, card_markdown(card))
     lap("mlflow")
@@ -314,6 +331,18 @@ def _metrics(holdout: Backtest | None, duel: Backtest | None, decision: Decision
                 out[f"{prefix}_mae_{t}_{c}"] = bt.mae[c][t]
                 out[f"{prefix}_mase_{t}_{c}"] = bt.mase(c)[t]
                 out[f"{prefix}_covered_{t}_{c}"] = bt.covered[c][t]
+    return out
+
+
+def _ahead_metrics(backtests: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The short-term backtests as MLflow metrics: ahead_<metric>_<horizon>_<figure>_<forecaster>."""
+    out: dict[str, float] = {}
+    for k, bt in backtests.items():
+        metric, horizon = k.split("/")
+        for forecaster, figures in bt.get("figures", {}).items():
+            out |= {f"ahead_{metric}_{horizon}_{name}_{forecaster}": v for name, v in figures.items()}
+        if bt.get("ratio") is not None:
+            out[f"ahead_{metric}_{horizon}_ratio"] = bt["ratio"]
     return out
 
 

@@ -50,6 +50,12 @@ TRUSTED_TYPES = [
     "advisor.forecast.models.SeasonalNaiveForecaster",
     "advisor.forecast.models.QuantileGBMForecaster",
     "advisor.forecast.registry.ForecastBundle",
+    "advisor.forecast.ahead.AheadForecaster",
+    "advisor.forecast.horizons.HorizonForecaster",
+    "advisor.forecast.horizons.ChangeForecaster",
+    "advisor.forecast.horizons.MeanForecaster",
+    "advisor.forecast.dirtyrate.DirtyRateForecaster",
+    "builtins.frozenset",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
 ]
