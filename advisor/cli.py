@@ -258,6 +258,66 @@ def forecast(
 
 @app.command()
 @_user_errors
+def backtest(
+    config: ConfigOpt = None,
+    out: OutOpt = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(help="Rolling-origin folds, the last ones of the history [forecast.backtest_folds, 3]."),
+    ] = None,
+    test_days: Annotated[
+        float | None, typer.Option(help="Days of origins each fold scores [forecast.ahead_test_days, 1].")
+    ] = None,
+    horizon: Annotated[
+        list[str] | None,
+        typer.Option(help="5min | 1h | 24h_peak; repeat for several [forecast.ahead_horizons, all three]."),
+    ] = None,
+) -> None:
+    """Rolling-origin backtest of the short-term forecasters on OUT/metrics.parquet (advisor collect): each
+    fold fits on all history before its days and scores every VM there, against naive, seasonal naive and
+    the best moving average. Figures per metric, horizon, fold and forecaster (MAE, MASE, pinball loss,
+    P95 coverage) -> OUT/backtest.csv; the means over the folds are printed."""
+    cfg, out_dir = _config(
+        config,
+        out,
+        {
+            "forecast.backtest_folds": folds,
+            "forecast.ahead_test_days": test_days,
+            "forecast.ahead_horizons": horizon or None,
+        },
+    )
+    with _progress("backtest") as progress:
+        tidy = stages.backtest(cfg, out_dir, progress=progress)
+    _print_backtest(tidy)
+    out_console.print(f"per fold -> {out_dir / files.BACKTEST_FILE}", highlight=False)
+
+
+def _print_backtest(tidy: Any) -> None:
+    from advisor.forecast.ahead import fold_means
+    from advisor.forecast.backtest import FORECASTERS
+
+    means = fold_means(tidy).set_index(["metric", "horizon", "forecaster"]).sort_index()
+    folds = tidy["fold"].nunique()
+    table = Table(title=f"backtest, mean of {folds} fold(s): MASE (MAE / in-sample naive MAE)")
+    table.add_column("metric/horizon")
+    for name in FORECASTERS:
+        table.add_column(name.replace("_", " "), justify="right")
+    table.add_column("model P95 coverage", justify="right")
+    table.add_column("model MASE by fold", justify="right")
+    for (metric, horizon), part in tidy.groupby(["metric", "horizon"], sort=False):
+        row = means.loc[(metric, horizon)]
+        by_fold = part[part["forecaster"] == "model"].sort_values("fold")["mase"]
+        table.add_row(
+            f"{metric}/{horizon}",
+            *(f"{row.loc[name, 'mase']:.3f}" for name in FORECASTERS),
+            f"{row.loc['model', 'coverage_95']:.3f}",
+            " ".join(f"{v:.3f}" for v in by_fold),
+        )
+    out_console.print(table)
+
+
+@app.command()
+@_user_errors
 def train(
     config: ConfigOpt = None,
     source: Annotated[

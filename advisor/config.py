@@ -180,6 +180,9 @@ class ForecastSettings(_Section):
         1.0, gt=0, description="short-term forecasts: the last days of history held out to backtest"
     )
     ahead_max_iter: int = Field(200, ge=10, le=5000, description="short-term forecasts: boosting iterations")
+    backtest_folds: int = Field(
+        3, ge=1, le=60, description="advisor backtest: rolling-origin folds of ahead_test_days each"
+    )
     ahead_jobs: int = Field(
         -1, description="short-term forecasts: processes fitting side by side (-1: one per core, 1: none)"
     )

@@ -14,6 +14,7 @@ CLUSTER_FILE = "cluster.json"
 METRICS_FILE = "metrics.parquet"
 FORECAST_FILE = "forecast.json"
 FORECAST_SUMMARY_FILE = "forecast_training.json"
+BACKTEST_FILE = "backtest.csv"  # advisor backtest: figures per metric, horizon, fold and forecaster
 FORECAST_AHEAD_FILE = "forecast-ahead.csv"  # short-term forecasts of the champion (advisor.forecast.ahead)
 PLAN_FILE = "plan.json"
 PARETO_FILE = "pareto.json"

@@ -83,6 +83,18 @@ def forecast(
     return result, summary
 
 
+def backtest(
+    cfg: Config, out: Path, metrics: pd.DataFrame | None = None, progress: Progress = quiet
+) -> pd.DataFrame:
+    """Rolling-origin backtest of the short-term forecasters on the collected metrics: OUT/backtest.csv."""
+    from advisor.forecast.ahead import rolling_backtest
+
+    metrics = metrics if metrics is not None else read_metrics(out / files.METRICS_FILE)
+    tidy = rolling_backtest(validate_metrics(metrics, "metrics"), cfg.forecast, progress)
+    files.write_text(out / files.BACKTEST_FILE, tidy.to_csv(index=False))
+    return tidy
+
+
 def plan(
     cfg: Config,
     out: Path,

@@ -1,14 +1,20 @@
 """The short-term forecasters of the product (advisor.forecast.ahead): rows gathered batch by batch,
-the backtest figures, and forecasts for VMs that lack a metric. The whole job (registration, export,
-the forecast stage) is in test_retrain."""
+the backtest figures, forecasts for VMs that lack a metric, and `advisor backtest`. The whole job
+(registration, export, the forecast stage) is in test_retrain."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 from test_retrain import START, fleet, fsettings
+from typer.testing import CliRunner
 
+from advisor.cli import app
 from advisor.forecast.ahead import AheadRows, fit_ahead, forecast_ahead
+from advisor.metrics import write_metrics
 
 
 def test_a_vm_without_memory_gets_cpu_forecasts_only() -> None:
@@ -55,3 +61,55 @@ def test_a_history_too_short_for_a_horizon_is_a_note() -> None:
     assert model is not None and set(model.models or {}) == {"cpu_cores/1h", "mem_mib/1h"}
     assert report["cpu_cores/24h_peak"]["note"].startswith("not trained: no VM has more than 3 days")
     assert "figures" in report["cpu_cores/1h"]
+
+
+# --- advisor backtest ----------------------------------------------------------------------------------
+
+
+def backtest_cli(out: Path, *args: str) -> tuple[int, str]:
+    cfg = out.parent / "advisor.toml"
+    cfg.write_text("[forecast]\nahead_max_iter = 20\nahead_jobs = 1\n")
+    result = CliRunner().invoke(
+        app, ["backtest", "-c", str(cfg), "-o", str(out), *args], env={"COLUMNS": "200"}
+    )
+    return result.exit_code, result.output
+
+
+def test_advisor_backtest_scores_every_fold_and_prints_their_mean(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    write_metrics(fleet(8, 5)[1], tmp_path / "out" / "metrics.parquet")
+    code, text = backtest_cli(tmp_path / "out", "--folds", "2", "--horizon", "1h")
+    assert code == 0, text
+    tidy = pd.read_csv(tmp_path / "out" / "backtest.csv", parse_dates=["test_start"])
+    assert len(tidy) == 2 * 2 * 4  # metrics x folds x forecasters
+    assert set(tidy["forecaster"]) == {"model", "naive", "seasonal_naive", "moving_average"}
+    starts = tidy.groupby("fold")["test_start"].first()
+    assert starts[1] - starts[0] == pd.Timedelta(days=1)
+    assert (tidy["rows"] == 8 * 288).all()  # every VM at every origin of the fold's day
+    model = tidy[tidy["forecaster"] == "model"].set_index(["metric", "fold"])["mase"]
+    naive = tidy[tidy["forecaster"] == "naive"].set_index(["metric", "fold"])["mase"]
+    assert (model < naive).all()  # the sine fleet: 1 h ahead is predictable beyond the last value
+    row = next(line for line in text.splitlines() if "mem_mib/1h" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert float(cells[1]) == pytest.approx(model.loc["mem_mib"].mean(), abs=5e-4)
+    assert cells[-1] == " ".join(f"{v:.3f}" for v in model.loc["mem_mib"])
+
+
+@pytest.mark.parametrize(
+    ("days", "args", "message"),
+    [
+        (2.0, (), "3 fold(s) of 1 day(s) at the 5min horizon need more than 3.00"),
+        (None, (), "metrics.parquet"),
+        (5.0, ("--horizon", "2h"), "forecast.ahead_horizons"),
+    ],
+    ids=["too-short", "no-metrics", "bad-horizon"],
+)
+def test_advisor_backtest_bad_input_is_one_line(
+    tmp_path: Path, days: float | None, args: tuple[str, ...], message: str
+) -> None:
+    (tmp_path / "out").mkdir()
+    if days is not None:
+        write_metrics(fleet(4, days)[1], tmp_path / "out" / "metrics.parquet")
+    code, text = backtest_cli(tmp_path / "out", *args)
+    said = [line for line in text.splitlines() if not line.startswith("backtest: ")]
+    assert code == 2 and len(said) == 1 and said[0].startswith("error: ") and message in said[0], text

@@ -34,7 +34,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from advisor.config import ForecastSettings
-from advisor.forecast.backtest import FORECASTERS, ErrorSums
+from advisor.errors import InputError
+from advisor.forecast.backtest import FORECASTERS, ErrorSums, backtest
 from advisor.forecast.dirtyrate import DIRTY, DirtyRateForecaster
 from advisor.forecast.horizons import (
     HORIZONS_S,
@@ -44,6 +45,7 @@ from advisor.forecast.horizons import (
     MovingAverageBaseline,
     Partner,
     TooLittleHistory,
+    aligned,
     horizon_rows,
     latest_rows,
     metric_grid,
@@ -80,21 +82,12 @@ def grids(metrics: pd.DataFrame, names: list[str]) -> dict[str, MetricGrid]:
     return {m: metric_grid(metrics, m) for m in names if m in metrics.columns and metrics[m].notna().any()}
 
 
-def _aligned(grid: MetricGrid, like: MetricGrid) -> MetricGrid:
-    """`grid` on the VMs and times of `like`, NaN where it has no value (a VM without that metric)."""
-    if grid.vms == like.vms and grid.times.equals(like.times):
-        return grid
-    raw = pd.DataFrame(grid.raw, index=list(grid.vms), columns=grid.times)
-    raw = raw.reindex(index=list(like.vms), columns=like.times).to_numpy(float)
-    return MetricGrid(like.vms, like.times, like.step_s, raw, pd.DataFrame(raw.T).ffill().to_numpy().T)
-
-
 def _partner(metric: str, by_metric: Mapping[str, MetricGrid], floors: Mapping[str, float]) -> Partner | None:
     """The other metric (memory for CPU and back) on `metric`'s grid, for the partner features."""
     other = PARTNER_OF.get(metric, "")
     if other not in by_metric:
         return None
-    return Partner(_aligned(by_metric[other], by_metric[metric]), floors[other])
+    return Partner(aligned(by_metric[other], by_metric[metric]), floors[other])
 
 
 def make_forecaster(metric: str, horizon: str, settings: ForecastSettings) -> HorizonForecaster:
@@ -254,6 +247,40 @@ def _scores(
         "ratio": figures["model"]["mae"] / baselines[best] if baselines[best] > 0 else None,
         "naive_vms": len(model.naive_vms_),
     }
+
+
+def rolling_backtest(
+    metrics: pd.DataFrame, settings: ForecastSettings, progress: Progress = _quiet
+) -> pd.DataFrame:
+    """`advisor.forecast.backtest.backtest` of the keys `advisor train` would train from `metrics`, with
+    its settings: `backtest_folds` folds of `ahead_test_days`. The tidy frame of that function."""
+    pairs = keys(settings, metrics)
+    if not pairs:
+        raise InputError("backtest: forecast.ahead_horizons is empty, so there is nothing to backtest")
+    params: dict[str, Any] = {
+        "max_iter": settings.ahead_max_iter,
+        "random_state": settings.seed,
+        "n_jobs": settings.ahead_jobs,
+    }
+    common: dict[str, Any] = {
+        "folds": settings.backtest_folds,
+        "test_days": settings.ahead_test_days,
+        "train_rows": settings.ahead_train_rows,
+        "progress": progress,
+    }
+    frames = [backtest(metrics, METRICS, settings.ahead_horizons, params=params, **common)]
+    dirty = [h for m, h in pairs if m == DIRTY]
+    if dirty:
+        as_trained = params | {"valid_share": DirtyRateForecaster().valid_share}  # make_forecaster's
+        frames.append(backtest(metrics, (DIRTY,), dirty, params=as_trained, **common))
+    return pd.concat(frames, ignore_index=True)
+
+
+def fold_means(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The figures of a rolling backtest averaged over its folds: one row per metric, horizon and
+    forecaster (MASE: the mean of the folds' MASE, each against its own in-sample naive error)."""
+    figures = [c for c in tidy.columns if c not in ("metric", "horizon", "fold", "test_start", "forecaster")]
+    return tidy.groupby(["metric", "horizon", "forecaster"], sort=False)[figures].mean().reset_index()
 
 
 SUMMARY_COLUMNS = ("metric/horizon", "rows", "model MAE", "best baseline", "its MAE", "ratio", "P95 coverage")

@@ -11,7 +11,7 @@ compare. Pure: metrics DataFrames in, tidy DataFrames out.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from advisor.forecast.horizons import (
     MetricGrid,
     MovingAverageBaseline,
     Partner,
+    aligned,
     horizon_rows,
     metric_grid,
     sample_pairs,
@@ -194,11 +195,12 @@ def backtest(
     params: Mapping[str, Any] | None = None,
     train_rows: int = 300_000,
     test_every: int = 1,
+    progress: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Rolling-origin backtest over the last `folds` spans of `test_days` origins (per horizon, ending
     at the last origin whose target is observed): fold k trains on all history before its span (an
     expanding window) and is scored on it. CPU and memory each have the other as partner
-    (horizons.Partner) when both are backtested.
+    (horizons.Partner) when both are backtested. `progress` hears of each split before it is fitted.
 
     One row per (metric, horizon, fold, forecaster): columns metric, horizon, fold, test_start,
     forecaster and FIGURES."""
@@ -206,11 +208,27 @@ def backtest(
         raise InputError(f"backtest: folds must be >= 1 and test_days > 0, got {folds} and {test_days:g}")
     out = []
     grids = {name: metric_grid(metrics, name) for name in metric_names}
+    for name, grid in grids.items():  # every split checked before minutes of fitting
+        for horizon in horizons:
+            ahead, span = grid.steps(HORIZONS_S[horizon]), grid.steps(test_days * 86400)
+            if len(grid.times) - ahead - folds * span - ahead <= 0:
+                days = (folds * test_days) + 2 * HORIZONS_S[horizon] / 86400
+                have = (grid.times[-1] - grid.times[0]).total_seconds() / 86400
+                raise InputError(
+                    f"backtest: {folds} fold(s) of {test_days:g} day(s) at the {horizon} horizon need more "
+                    f"than {days:g} days of {name} history (there are {have:.2f}): use fewer folds, shorter "
+                    "test days or leave that horizon out"
+                )
+    splits, done = len(grids) * folds * len(horizons), 0
     for name, grid in grids.items():
-        partner = grids.get(PARTNER_OF.get(name, ""))
+        other = PARTNER_OF.get(name, "")
+        partner = aligned(grids[other], grid) if other in grids else None
         span = grid.steps(test_days * 86400)
         for fold in range(folds):
             for horizon in horizons:
+                done += 1
+                if progress is not None:
+                    progress(f"{name} {horizon}, fold {fold + 1} of {folds} ({done} of {splits})")
                 # the last fold's last origin is the last one whose target is in the grid
                 last = len(grid.times) - grid.steps(HORIZONS_S[horizon])
                 first_test = last - (folds - fold) * span

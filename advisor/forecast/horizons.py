@@ -96,6 +96,16 @@ def metric_grid(metrics: pd.DataFrame, metric: str) -> MetricGrid:
     return MetricGrid(grid.vms, grid.times, grid.step_s, raw, filled)
 
 
+def aligned(grid: MetricGrid, like: MetricGrid) -> MetricGrid:
+    """`grid` on the VMs and times of `like`, NaN where it has no value (a VM without that metric), as
+    a Partner needs."""
+    if grid.vms == like.vms and grid.times.equals(like.times):
+        return grid
+    raw = pd.DataFrame(grid.raw, index=list(grid.vms), columns=grid.times)
+    raw = raw.reindex(index=list(like.vms), columns=like.times).to_numpy(float)
+    return MetricGrid(like.vms, like.times, like.step_s, raw, pd.DataFrame(raw.T).ffill().to_numpy().T)
+
+
 @dataclass(frozen=True)
 class Partner:
     """The other metric of the same VMs on the same grid (memory for CPU, CPU for memory) and its scale
