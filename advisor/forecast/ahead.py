@@ -17,10 +17,11 @@ seasonal-naive and moving-average baselines, with `advisor.forecast.backtest`'s 
 against the in-sample naive MAE, pinball losses, P95 coverage). The registered models are fitted
 again on every row.
 
-Limitations: one held-out span, not the rolling origins of `advisor.forecast.backtest` (that puts the
-whole fleet's grid in memory, which the batches avoid); `bench/forecast.py` measures the forecaster
-that way. These figures are reported, not a bar to promotion: the planner's forecaster decides it
-(the short-term models fall back to naive per VM where validation prefers it).
+Limitations: one held-out span, not rolling origins: those put the whole fleet's grid in memory,
+which the batches avoid; `advisor backtest` (`rolling_backtest`) runs them on collected metrics with
+the same settings, `bench/forecast.py` on the benchmark's split. These figures are reported, not a bar
+to promotion: the planner's forecaster decides it (the short-term models fall back to naive per VM
+where validation prefers it).
 """
 
 from __future__ import annotations
