@@ -93,7 +93,7 @@ def test_rescaled_grid_multiplies_each_vm() -> None:
 def test_bad_options_are_one_line_input_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_bitbrains(tmp_path / "bb.csv.gz", cpu_pct(4))
     base = ["--trace", f"bitbrains:{tmp_path / 'bb.csv.gz'}", "--train-days", "3"]
-    for extra in (["--horizons", "2h"], ["--targets", "disk"], ["--param", "=1"]):
+    for extra in (["--horizons", "2h"], ["--targets", "disk"], ["--param", "=1"], ["--bags", "1h=two"]):
         assert bench_script("forecast").main([*base, *extra]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {extra[0]}") and err.count("\n") == 1
@@ -101,3 +101,8 @@ def test_bad_options_are_one_line_input_errors(tmp_path: Path, capsys: pytest.Ca
         bench_script("forecast").parse_param("max_iter")
     assert bench_script("forecast").parse_param("max_iter=20") == ("max_iter", 20)
     assert bench_script("forecast").parse_param("target=units") == ("target", "units")
+    per_horizon = bench_script("forecast").per_horizon
+    assert per_horizon("3", "--bags") == {"5min": 3, "1h": 3, "24h_peak": 3}
+    assert per_horizon("1h=2,5min=1", "--bags") == {"1h": 2, "5min": 1}
+    with pytest.raises(InputError, match="--bags '2h=1'"):
+        per_horizon("2h=1", "--bags")
