@@ -12,6 +12,10 @@ earlier rows exactly as in the real run, then it, the naive baselines and the cu
 the held-out rows. The version registered is refitted on every row. The champion may have been trained
 on some of the held-out rows, which flatters it: promotion errs towards keeping it. `backtest` is the
 one place to change to use the rolling-origin backtests of the forecasting accuracy work.
+
+With `forecast.ahead_horizons` (the default), each batch also gives its rows to the short-term
+forecasters (advisor.forecast.ahead), which are backtested on the history's last day, fitted and
+registered in the same version; their figures go to the card and MLflow but do not decide promotion.
 """
 
 from __future__ import annotations
