@@ -36,7 +36,7 @@ from sklearn.base import BaseEstimator
 
 from advisor.config import ForecastSettings
 from advisor.errors import InputError
-from advisor.forecast.backtest import FORECASTERS, ErrorSums, backtest
+from advisor.forecast.backtest import FORECASTERS, ErrorSums, add_errors, backtest
 from advisor.forecast.dirtyrate import DIRTY, DirtyRateForecaster
 from advisor.forecast.horizons import (
     HORIZONS_S,
@@ -224,15 +224,8 @@ def _scores(
 ) -> dict[str, Any]:
     """The backtest figures of the model and the baselines on the test rows, MASE against the naive
     MAE on the training rows."""
-    moving = MovingAverageBaseline().fit(X, y)
-    naive = Xt["base"].to_numpy(float)
-    seasonal = Xt["bl_seasonal"].to_numpy(float)
-    q = model.predict_quantiles(Xt)
     sums = {f: ErrorSums() for f in FORECASTERS}
-    sums["model"].add(yt, q[0.5], q[model.upper])
-    sums["naive"].add(yt, naive, None)
-    sums["seasonal_naive"].add(yt, np.where(np.isnan(seasonal), naive, seasonal), None)
-    sums["moving_average"].add(yt, moving.predict(Xt), None)
+    add_errors(sums, model, MovingAverageBaseline().fit(X, y), Xt, yt)
     scale = float(np.mean(np.abs(y - X["base"].to_numpy(float))))
     scale = scale if scale > 0 else float("nan")  # a flat history: no MASE
     figures = {  # JSON-able: a figure a forecaster has not (no P95, no naive error to scale by) is left out

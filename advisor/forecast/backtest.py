@@ -26,13 +26,14 @@ from advisor.forecast.horizons import (
     HorizonRows,
     MetricGrid,
     MovingAverageBaseline,
+    NaiveBaseline,
     Partner,
+    SeasonalNaiveBaseline,
     aligned,
     horizon_rows,
     metric_grid,
     sample_pairs,
     scale_floor,
-    seasonal_naive_forecast,
 )
 
 FORECASTERS = ("model", "naive", "seasonal_naive", "moving_average")
@@ -98,6 +99,22 @@ class ErrorSums:
         }
 
 
+def add_errors(
+    sums: Mapping[str, ErrorSums],
+    model: HorizonForecaster,
+    moving: MovingAverageBaseline,
+    X: pd.DataFrame,
+    y: np.ndarray,
+) -> None:
+    """Every forecaster's errors on the rows X (HorizonRows.X) with observed targets y, into `sums`
+    (one per FORECASTERS)."""
+    q = model.predict_quantiles(X)
+    sums["model"].add(y, q[0.5], q[model.upper])
+    sums["naive"].add(y, NaiveBaseline().fit(X).predict(X), None)
+    sums["seasonal_naive"].add(y, SeasonalNaiveBaseline().fit(X).predict(X), None)
+    sums["moving_average"].add(y, moving.predict(X), None)
+
+
 @dataclass(frozen=True)
 class SplitResult:
     """One train/test split of one metric and horizon: figures per forecaster and the fitted model."""
@@ -151,12 +168,7 @@ def evaluate_split(
     sums = {f: ErrorSums() for f in FORECASTERS}
     origins = np.arange(first_test, end, test_every)
     for _, rows, keep in scored_blocks(grid, horizon, origins, floor, other):
-        X, y = rows.X[keep], rows.target[keep]
-        q = model.predict_quantiles(X)
-        sums["model"].add(y, q[0.5], q[model.upper])
-        sums["naive"].add(y, rows.naive[keep], None)
-        sums["seasonal_naive"].add(y, seasonal_naive_forecast(rows)[keep], None)
-        sums["moving_average"].add(y, moving.predict(X), None)
+        add_errors(sums, model, moving, rows.X[keep], rows.target[keep])
     if sums["model"].n == 0:
         raise InputError(f"backtest: no observed target after the split for the {horizon} horizon")
     figures = pd.DataFrame({f: s.figures(scale) for f, s in sums.items()}).T.loc[list(FORECASTERS)]
